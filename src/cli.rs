@@ -1,0 +1,94 @@
+//! Command-line grammar (clap derive structs only).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// klio-edge: audio (or any binary) files in, features and a ledger out.
+#[derive(Debug, Parser)]
+#[command(name = "klio-edge", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Default: $KLIO_CONFIG, else ./klio-edge.toml if present, else built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Process a corpus once: files, folders (recursive), globs and @manifest files.
+    Process(ProcessArgs),
+    /// Inspect the ledger.
+    Ledger {
+        /// What to show.
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Check or print the configuration.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `process` flags.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Inputs: files, folders, globs, or @FILE manifests (one path per line).
+    #[arg(required = true, value_name = "INPUTS")]
+    pub inputs: Vec<String>,
+    /// Output folder (default: output.dir from the config, `features`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Ledger file (default: <out>/klio-ledger.sqlite).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Items processed in parallel (default: run.jobs, 0 = one per core).
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Recompute items that are already done.
+    #[arg(long)]
+    pub force: bool,
+    /// Print a JSON summary on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the ledger is, for the `ledger` commands.
+#[derive(Debug, Args)]
+pub struct LedgerLocation {
+    /// Ledger file (default: <out>/klio-ledger.sqlite).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Output folder whose ledger to read (default: output.dir from the config).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ledger` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Item counts by state, and the latest runs.
+    Status(LedgerLocation),
+    /// Failed items with their reasons.
+    Failed(LedgerLocation),
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config; exit 2 naming the first bad key.
+    Validate,
+    /// Print the resolved config (defaults filled in) as TOML.
+    Show,
+}

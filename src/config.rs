@@ -1,0 +1,559 @@
+//! Resolved, validated settings. One TOML file (every key optional, every default documented
+//! in README.md), then command-line flags on top. Unknown keys are errors that name the key.
+//!
+//! This module only reads and checks settings; it does no processing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use klio_dsp::{
+    DbConfig, DbReference, Feature, FeatureConfig, FeaturePlan, MelNorm, MelScale, PadMode,
+    SpectrumKind, StftConfig, WindowKind,
+};
+use serde::{Deserialize, Serialize};
+
+/// Bump when a change to decoding or feature numerics must invalidate every finished item.
+pub const ALGORITHM_VERSION: u32 = 1;
+
+/// The name of the config file looked up in the working directory when no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "klio-edge.toml";
+
+/// Every setting, as read from the config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[decode]`
+    pub decode: DecodeConfig,
+    /// `[features]`
+    pub features: FeaturesConfig,
+    /// `[run]`
+    pub run: RunConfig,
+    /// `[output]`
+    pub output: OutputConfig,
+}
+
+/// A target sample rate, or the file's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleRate {
+    /// Keep the file's rate (no resampling).
+    Native,
+    /// Resample to this rate in Hz.
+    Hz(u32),
+}
+
+impl Serialize for SampleRate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SampleRate::Native => s.serialize_str("native"),
+            SampleRate::Hz(hz) => s.serialize_u32(*hz),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SampleRate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Str(s) if s == "native" => Ok(SampleRate::Native),
+            Raw::Int(hz) if (1..=768_000).contains(&hz) => Ok(SampleRate::Hz(hz as u32)),
+            _ => Err(serde::de::Error::custom(
+                "expected a rate in Hz between 1 and 768000, or \"native\"",
+            )),
+        }
+    }
+}
+
+/// Channel handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    /// Average all channels into one (librosa's `to_mono`).
+    Mono,
+    /// Keep every channel; features get a leading channel axis.
+    Keep,
+}
+
+/// What to do with a truncated or partly corrupt file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Damaged {
+    /// Fail the item with the reason (the default).
+    Fail,
+    /// Keep what decodes; meta.json lists the warnings.
+    Partial,
+}
+
+/// What to do when the content is a different format from the one the file name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mismatch {
+    /// Fail the item, naming both formats (the default).
+    Fail,
+    /// Decode by content; meta.json records a warning.
+    Warn,
+}
+
+/// `[decode]`: how files become PCM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Output rate in Hz, or `"native"`. Default 22050 (librosa's).
+    pub sample_rate_hz: SampleRate,
+    /// `"mono"` (default) or `"keep"`.
+    pub channels: Channels,
+    /// Truncated or corrupt streams: `"fail"` (default) or `"partial"`.
+    pub on_damaged: Damaged,
+    /// Content/extension disagreement: `"fail"` (default) or `"warn"`.
+    pub extension_mismatch: Mismatch,
+    /// Refuse audio longer than this many seconds (declared or decoded). Default 21600 (6 h).
+    pub max_duration_s: f64,
+    /// Refuse streams with more channels than this. Default 64.
+    pub max_channels: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            sample_rate_hz: SampleRate::Hz(22050),
+            channels: Channels::Mono,
+            on_damaged: Damaged::Fail,
+            extension_mismatch: Mismatch::Fail,
+            max_duration_s: 21600.0,
+            max_channels: 64,
+        }
+    }
+}
+
+/// `db_ref`: a number or `"max"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DbRef {
+    /// Fixed reference power.
+    Value(f64),
+    /// The array's maximum.
+    Max,
+}
+
+impl Serialize for DbRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DbRef::Max => s.serialize_str("max"),
+            DbRef::Value(v) => s.serialize_f64(*v),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DbRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Str(s) if s == "max" => Ok(DbRef::Max),
+            Raw::Num(v) if v > 0.0 && v.is_finite() => Ok(DbRef::Value(v)),
+            Raw::Int(v) if v > 0 => Ok(DbRef::Value(v as f64)),
+            _ => Err(serde::de::Error::custom("expected a positive number or \"max\"")),
+        }
+    }
+}
+
+/// `top_db`: a number of dB or `false`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopDb(pub Option<f64>);
+
+impl Serialize for TopDb {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => s.serialize_bool(false),
+            Some(v) => s.serialize_f64(v),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TopDb {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Int(i64),
+            Bool(bool),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(false) => Ok(TopDb(None)),
+            Raw::Num(v) if v >= 0.0 && v.is_finite() => Ok(TopDb(Some(v))),
+            Raw::Int(v) if v >= 0 => Ok(TopDb(Some(v as f64))),
+            _ => Err(serde::de::Error::custom("expected a non-negative number of dB, or false")),
+        }
+    }
+}
+
+/// Window names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowName {
+    /// Periodic Hann.
+    Hann,
+    /// Periodic Hamming.
+    Hamming,
+    /// All ones.
+    Rectangular,
+}
+
+/// Padding names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PadName {
+    /// Zeros.
+    Constant,
+    /// Mirror.
+    Reflect,
+}
+
+/// Mel scale names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleName {
+    /// Slaney.
+    Slaney,
+    /// HTK.
+    Htk,
+}
+
+/// Mel norm names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormName {
+    /// Slaney area normalisation.
+    Slaney,
+    /// None.
+    None,
+}
+
+/// `[features]`: what is computed from the PCM. Defaults are librosa's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// Features to write, each as `<name>.npy`: `magnitude`, `power`, `mel`, `log_mel`, `mfcc`.
+    /// Default `["log_mel", "mfcc"]`.
+    pub compute: Vec<String>,
+    /// Default 2048.
+    pub n_fft: usize,
+    /// Default 512.
+    pub hop_length: usize,
+    /// Default `n_fft`.
+    pub win_length: Option<usize>,
+    /// Default `"hann"`.
+    pub window: WindowName,
+    /// Default true.
+    pub center: bool,
+    /// Default `"constant"`.
+    pub pad_mode: PadName,
+    /// Exponent of the spectrum the mel bands integrate: 2.0 (power, default) or 1.0.
+    pub mel_power: f64,
+    /// Default 128.
+    pub n_mels: usize,
+    /// Default 0.
+    pub fmin_hz: f64,
+    /// Default: the Nyquist frequency.
+    pub fmax_hz: Option<f64>,
+    /// Default `"slaney"`.
+    pub mel_scale: ScaleName,
+    /// Default `"slaney"`.
+    pub mel_norm: NormName,
+    /// Reference for `power_to_db`: a number or `"max"`. Default 1.0.
+    pub db_ref: DbRef,
+    /// Default 1e-10.
+    pub amin: f64,
+    /// Default 80; `false` disables the clamp.
+    pub top_db: TopDb,
+    /// Default 20.
+    pub n_mfcc: usize,
+    /// Default 0 (off).
+    pub lifter: f64,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            compute: vec!["log_mel".into(), "mfcc".into()],
+            n_fft: 2048,
+            hop_length: 512,
+            win_length: None,
+            window: WindowName::Hann,
+            center: true,
+            pad_mode: PadName::Constant,
+            mel_power: 2.0,
+            n_mels: 128,
+            fmin_hz: 0.0,
+            fmax_hz: None,
+            mel_scale: ScaleName::Slaney,
+            mel_norm: NormName::Slaney,
+            db_ref: DbRef::Value(1.0),
+            amin: 1e-10,
+            top_db: TopDb(Some(80.0)),
+            n_mfcc: 20,
+            lifter: 0.0,
+        }
+    }
+}
+
+impl FeaturesConfig {
+    /// The klio-dsp configuration for audio at `sample_rate_hz`.
+    ///
+    /// # Errors
+    /// An unknown feature name or an unsupported `mel_power`, naming the key.
+    pub fn to_dsp(&self, sample_rate_hz: f64) -> Result<FeatureConfig> {
+        let mut features = Vec::new();
+        for name in &self.compute {
+            let f = Feature::from_name(name).with_context(|| {
+                let known: Vec<_> = Feature::ALL.iter().map(|f| f.name()).collect();
+                format!("features.compute: unknown feature {name:?} (known: {})", known.join(", "))
+            })?;
+            if !features.contains(&f) {
+                features.push(f);
+            }
+        }
+        let mel_spectrum = if self.mel_power == 2.0 {
+            SpectrumKind::Power
+        } else if self.mel_power == 1.0 {
+            SpectrumKind::Magnitude
+        } else {
+            bail!("features.mel_power: {} is not supported (1.0 or 2.0)", self.mel_power);
+        };
+        Ok(FeatureConfig {
+            sample_rate_hz,
+            features,
+            stft: StftConfig {
+                n_fft: self.n_fft,
+                hop_length: self.hop_length,
+                win_length: self.win_length.unwrap_or(self.n_fft),
+                window: match self.window {
+                    WindowName::Hann => WindowKind::Hann,
+                    WindowName::Hamming => WindowKind::Hamming,
+                    WindowName::Rectangular => WindowKind::Rectangular,
+                },
+                center: self.center,
+                pad_mode: match self.pad_mode {
+                    PadName::Constant => PadMode::Constant,
+                    PadName::Reflect => PadMode::Reflect,
+                },
+            },
+            mel_spectrum,
+            n_mels: self.n_mels,
+            fmin_hz: self.fmin_hz,
+            fmax_hz: self.fmax_hz,
+            mel_scale: match self.mel_scale {
+                ScaleName::Slaney => MelScale::Slaney,
+                ScaleName::Htk => MelScale::Htk,
+            },
+            mel_norm: match self.mel_norm {
+                NormName::Slaney => MelNorm::Slaney,
+                NormName::None => MelNorm::None,
+            },
+            db: DbConfig {
+                reference: match self.db_ref {
+                    DbRef::Max => DbReference::Max,
+                    DbRef::Value(v) => DbReference::Value(v as f32),
+                },
+                amin: self.amin as f32,
+                top_db: self.top_db.0.map(|v| v as f32),
+            },
+            n_mfcc: self.n_mfcc,
+            lifter: self.lifter,
+        })
+    }
+}
+
+/// `[run]`: how a corpus run behaves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Items processed in parallel; 0 means one per CPU core. Default 0.
+    pub jobs: usize,
+    /// A failed item is retried on later runs until it has failed this many times. Default 3.
+    pub max_attempts: u32,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            jobs: 0,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[output]`: where results go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Output folder (`--out`). Default `features`.
+    pub dir: PathBuf,
+    /// Ledger file (`--ledger`). Default `<dir>/klio-ledger.sqlite`.
+    pub ledger: Option<PathBuf>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: PathBuf::from("features"),
+            ledger: None,
+        }
+    }
+}
+
+/// Where the config came from, for `config show` and logs.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Built-in defaults only.
+    Defaults,
+    /// A file.
+    File(PathBuf),
+}
+
+impl Config {
+    /// Finds and loads the config: `explicit`, else `$KLIO_CONFIG`, else `./klio-edge.toml` if
+    /// present, else the built-in defaults. The result is validated.
+    ///
+    /// # Errors
+    /// An unreadable file, bad TOML, an unknown key or an invalid value (naming the key).
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Source)> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => match std::env::var_os("KLIO_CONFIG") {
+                Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+                _ => {
+                    let local = PathBuf::from(DEFAULT_CONFIG_FILE);
+                    local.is_file().then_some(local)
+                }
+            },
+        };
+        let (cfg, source) = match path {
+            None => (Config::default(), Source::Defaults),
+            Some(p) => {
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                let cfg = Config::from_toml(&text)
+                    .with_context(|| format!("invalid config file {}", p.display()))?;
+                (cfg, Source::File(p))
+            }
+        };
+        cfg.validate()?;
+        Ok((cfg, source))
+    }
+
+    /// Parses TOML text (no validation beyond types and key names).
+    ///
+    /// # Errors
+    /// Bad TOML, unknown keys, values of the wrong type.
+    pub fn from_toml(text: &str) -> Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Checks every value that can be checked without audio.
+    ///
+    /// # Errors
+    /// The first invalid value, naming its key.
+    pub fn validate(&self) -> Result<()> {
+        let d = &self.decode;
+        if !(d.max_duration_s > 0.0 && d.max_duration_s.is_finite()) {
+            bail!("decode.max_duration_s: {} must be a positive number of seconds", d.max_duration_s);
+        }
+        if d.max_channels == 0 {
+            bail!("decode.max_channels: must be at least 1");
+        }
+        if self.run.max_attempts == 0 {
+            bail!("run.max_attempts: must be at least 1");
+        }
+        if self.features.compute.is_empty() {
+            bail!("features.compute: at least one feature is needed");
+        }
+        // Build a plan at the configured rate (or a typical one for "native") so every DSP
+        // parameter is checked now, not per item.
+        let rate = match d.sample_rate_hz {
+            SampleRate::Hz(hz) => hz as f64,
+            SampleRate::Native => 2.0 * self.features.fmax_hz.unwrap_or(11025.0).max(1.0),
+        };
+        let dsp = self.features.to_dsp(rate)?;
+        FeaturePlan::new(&dsp).map_err(|e| anyhow::anyhow!("features: {e}"))?;
+        Ok(())
+    }
+
+    /// The resolved configuration as TOML (defaults filled in).
+    pub fn to_toml(&self) -> String {
+        let mut resolved = self.clone();
+        resolved.features.win_length = Some(self.features.win_length.unwrap_or(self.features.n_fft));
+        toml::to_string_pretty(&resolved).expect("config serialises")
+    }
+
+    /// Hash of everything that determines an item's outputs (decode and feature settings and
+    /// [`ALGORITHM_VERSION`]); a change reprocesses finished items.
+    pub fn output_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Hashed<'a> {
+            algorithm: u32,
+            decode: &'a DecodeConfig,
+            features: &'a FeaturesConfig,
+        }
+        let mut features = self.features.clone();
+        features.win_length = Some(features.win_length.unwrap_or(features.n_fft));
+        let json = serde_json::to_string(&Hashed {
+            algorithm: ALGORITHM_VERSION,
+            decode: &self.decode,
+            features: &features,
+        })
+        .expect("config serialises");
+        blake3::hash(json.as_bytes()).to_hex()[..16].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let cfg = Config::default();
+        cfg.validate().unwrap();
+        let back = Config::from_toml(&cfg.to_toml()).unwrap();
+        assert_eq!(back.output_hash(), cfg.output_hash());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[features]\nn_ffts = 512\n").unwrap_err();
+        assert!(format!("{err:#}").contains("n_ffts"), "{err:#}");
+        let err = Config::from_toml("[bogus]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cfg = Config::from_toml("[features]\nwin_length = 4096\n").unwrap();
+        let err = cfg.validate().unwrap_err();
+        assert!(format!("{err:#}").contains("win_length"), "{err:#}");
+        let cfg = Config::from_toml("[features]\ncompute = [\"chroma\"]\n").unwrap();
+        assert!(format!("{:#}", cfg.validate().unwrap_err()).contains("chroma"));
+        assert!(Config::from_toml("[decode]\nsample_rate_hz = \"fast\"\n").is_err());
+        assert!(Config::from_toml("[decode]\nsample_rate_hz = \"native\"\n").is_ok());
+    }
+
+    #[test]
+    fn output_hash_follows_output_settings_only() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.run.jobs = 7;
+        assert_eq!(a.output_hash(), b.output_hash());
+        b.features.n_mels = 64;
+        assert_ne!(a.output_hash(), b.output_hash());
+    }
+}

@@ -1,0 +1,595 @@
+//! Decode: bytes of an audio file to f32 PCM blocks, mixed down or not, resampled or not.
+//!
+//! Containers and codecs are recognised by content (symphonia's probe, no extension hint);
+//! the extension is only checked against what was found. PCM is produced block by block
+//! ([`AudioStream::next_block`]), so a long file is never held whole in memory. This module
+//! knows nothing of features, outputs or the ledger.
+
+use std::fs::File;
+use std::path::Path;
+
+use audioadapter_buffers::direct::SequentialSliceOfVecs;
+use rubato::{Fft, FixedSync, Indexing, Resampler};
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::codecs::registry::CodecRegistry;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+
+use crate::config::{Channels, Damaged, DecodeConfig, Mismatch, SampleRate};
+
+/// Why a file could not be decoded. Each variant is one `error_kind` in the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The file could not be read.
+    #[error("cannot read file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file has no bytes.
+    #[error("file is empty (0 bytes)")]
+    Empty,
+    /// No known container or stream format was recognised in the content.
+    #[error("unrecognised format: {0}")]
+    UnknownFormat(String),
+    /// The container holds no audio track.
+    #[error("no audio track in the {0} container")]
+    NoAudioTrack(String),
+    /// The codec is not one klio-edge decodes.
+    #[error("unsupported codec: {0}")]
+    UnsupportedCodec(String),
+    /// The stream's headers are invalid (zero channels, no sample rate, ...).
+    #[error("invalid stream: {0}")]
+    InvalidStream(String),
+    /// The stream ends before its declared end, or mid-packet.
+    #[error("truncated: {0}")]
+    Truncated(String),
+    /// Packets failed to decode.
+    #[error("corrupt stream: {0}")]
+    Corrupt(String),
+    /// The audio is longer than `decode.max_duration_s`.
+    #[error("audio is {seconds:.1} s long, over decode.max_duration_s = {max:.1} s")]
+    TooLong {
+        /// Declared or decoded length.
+        seconds: f64,
+        /// The limit.
+        max: f64,
+    },
+    /// More channels than `decode.max_channels`.
+    #[error("{0} channels, over decode.max_channels")]
+    TooManyChannels(usize),
+    /// The content is a different format from what the name says.
+    #[error("file name says .{ext} but the content is {content} (set decode.extension_mismatch = \"warn\" to accept)")]
+    ExtensionMismatch {
+        /// The file's extension.
+        ext: String,
+        /// The container found.
+        content: String,
+    },
+    /// The stream decoded to zero samples.
+    #[error("no audio samples decoded")]
+    NoSamples,
+    /// The resampler could not be built or failed.
+    #[error("resampling {from} Hz to {to} Hz failed: {reason}")]
+    Resample {
+        /// Source rate.
+        from: u32,
+        /// Target rate.
+        to: u32,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl DecodeError {
+    /// The short name stored as the ledger's `error_kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Io(_) => "io",
+            DecodeError::Empty => "empty_file",
+            DecodeError::UnknownFormat(_) => "unknown_format",
+            DecodeError::NoAudioTrack(_) => "no_audio_track",
+            DecodeError::UnsupportedCodec(_) => "unsupported_codec",
+            DecodeError::InvalidStream(_) => "invalid_stream",
+            DecodeError::Truncated(_) => "truncated",
+            DecodeError::Corrupt(_) => "corrupt",
+            DecodeError::TooLong { .. } => "too_long",
+            DecodeError::TooManyChannels(_) => "too_many_channels",
+            DecodeError::ExtensionMismatch { .. } => "extension_mismatch",
+            DecodeError::NoSamples => "no_samples",
+            DecodeError::Resample { .. } => "resample",
+        }
+    }
+
+    /// Whether trying again later could succeed (an I/O error may be transient; bad data is not).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DecodeError::Io(_))
+    }
+}
+
+/// What was found in the file and what was produced.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AudioInfo {
+    /// Container short name (`wave`, `flac`, `ogg`, `mp3`, `isomp4`, `aiff`, ...).
+    pub container: String,
+    /// Codec short name.
+    pub codec: String,
+    /// The file's sample rate in Hz.
+    pub source_sample_rate_hz: u32,
+    /// The file's channel count.
+    pub source_channels: usize,
+    /// Bits per sample where the codec has them.
+    pub bits_per_sample: Option<u32>,
+    /// The rate of the PCM handed on, in Hz.
+    pub sample_rate_hz: u32,
+    /// The channel count of the PCM handed on.
+    pub channels: usize,
+    /// Frames the container declares, if it does.
+    pub declared_frames: Option<u64>,
+    /// Frames decoded at the source rate.
+    pub source_frames: u64,
+    /// Frames handed on at the output rate.
+    pub frames: u64,
+    /// Problems tolerated under `on_damaged = "partial"` or `extension_mismatch = "warn"`.
+    pub warnings: Vec<String>,
+}
+
+impl AudioInfo {
+    /// Decoded duration in seconds (source frames over source rate).
+    pub fn duration_s(&self) -> f64 {
+        if self.source_sample_rate_hz == 0 {
+            0.0
+        } else {
+            self.source_frames as f64 / self.source_sample_rate_hz as f64
+        }
+    }
+}
+
+fn codecs() -> &'static CodecRegistry {
+    static REGISTRY: std::sync::OnceLock<CodecRegistry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut r);
+        #[cfg(feature = "opus")]
+        r.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+        r
+    })
+}
+
+/// Containers a file extension may hold (symphonia short names); `None` for extensions we
+/// don't judge.
+fn expected_containers(ext: &str) -> Option<&'static [&'static str]> {
+    Some(match ext.to_ascii_lowercase().as_str() {
+        "wav" | "wave" => &["wave"],
+        "flac" => &["flac"],
+        "mp3" => &["mp3"],
+        "mp2" => &["mp2"],
+        "ogg" | "oga" | "opus" => &["ogg"],
+        "m4a" | "mp4" | "m4b" | "mov" => &["isomp4"],
+        "aac" => &["aac", "isomp4"],
+        "aif" | "aiff" | "aifc" => &["aiff"],
+        "caf" => &["caf"],
+        "mka" | "mkv" | "webm" => &["mkv", "matroska"],
+        _ => return None,
+    })
+}
+
+/// A decoded stream, pulled block by block.
+pub struct AudioStream {
+    format: Box<dyn FormatReader + 'static>,
+    decoder: Box<dyn AudioDecoder>,
+    track_id: u32,
+    info: AudioInfo,
+    mono: bool,
+    on_damaged: Damaged,
+    max_frames: u64,
+    max_duration_s: f64,
+    decoded: Vec<Vec<f32>>,
+    block: Vec<Vec<f32>>,
+    resampler: Option<StreamResampler>,
+    eof: bool,
+    packets: u64,
+    max_packet_frames: u64,
+}
+
+impl AudioStream {
+    /// Opens and probes `path`, builds the decoder, and checks the stream's parameters.
+    ///
+    /// # Errors
+    /// Any [`DecodeError`] found before the first packet.
+    pub fn open(path: &Path, cfg: &DecodeConfig) -> Result<AudioStream, DecodeError> {
+        let file = File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            return Err(DecodeError::Empty);
+        }
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let format = symphonia::default::get_probe()
+            .probe(&Hint::new(), mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(|e| match e {
+                SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    DecodeError::Truncated(format!("file ends inside its headers ({io})"))
+                }
+                SymError::IoError(io) => DecodeError::Io(io),
+                SymError::Unsupported(what) => DecodeError::UnknownFormat(format!(
+                    "no supported audio container or stream found in the content ({what})"
+                )),
+                other => DecodeError::InvalidStream(other.to_string()),
+            })?;
+        let container = format.format_info().short_name.to_string();
+        let mut warnings = Vec::new();
+        if let Some(ext) = path.extension().map(|e| e.to_string_lossy().into_owned()) {
+            if let Some(expected) = expected_containers(&ext) {
+                if !expected.contains(&container.as_str()) {
+                    let long = format.format_info().long_name.to_string();
+                    match cfg.extension_mismatch {
+                        Mismatch::Fail => {
+                            return Err(DecodeError::ExtensionMismatch { ext, content: long })
+                        }
+                        Mismatch::Warn => {
+                            warnings.push(format!("file name says .{ext} but the content is {long}"))
+                        }
+                    }
+                }
+            }
+        }
+        let track = format
+            .default_track(TrackType::Audio)
+            .ok_or_else(|| DecodeError::NoAudioTrack(container.clone()))?;
+        let track_id = track.id;
+        let declared_frames = track.num_frames;
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|p| p.audio())
+            .ok_or_else(|| DecodeError::NoAudioTrack(container.clone()))?
+            .clone();
+        let decoder = codecs()
+            .make_audio_decoder(&params, &AudioDecoderOptions::default())
+            .map_err(|e| match e {
+                SymError::Unsupported(_) => {
+                    DecodeError::UnsupportedCodec(format!("{:?} in a {container} container", params.codec))
+                }
+                other => DecodeError::InvalidStream(other.to_string()),
+            })?;
+        let codec = decoder.codec_info().short_name.to_string();
+        let rate = params
+            .sample_rate
+            .filter(|&r| r > 0)
+            .ok_or_else(|| DecodeError::InvalidStream("no sample rate".into()))?;
+        let channels = params.channels.as_ref().map(|c| c.count()).unwrap_or(0);
+        if channels == 0 {
+            return Err(DecodeError::InvalidStream("zero channels".into()));
+        }
+        if channels > cfg.max_channels {
+            return Err(DecodeError::TooManyChannels(channels));
+        }
+        if let Some(n) = declared_frames {
+            let seconds = n as f64 / rate as f64;
+            if seconds > cfg.max_duration_s {
+                return Err(DecodeError::TooLong {
+                    seconds,
+                    max: cfg.max_duration_s,
+                });
+            }
+        }
+        let out_rate = match cfg.sample_rate_hz {
+            SampleRate::Native => rate,
+            SampleRate::Hz(hz) => hz,
+        };
+        let out_channels = match cfg.channels {
+            Channels::Mono => 1,
+            Channels::Keep => channels,
+        };
+        let resampler = if out_rate != rate {
+            Some(StreamResampler::new(rate, out_rate, out_channels)?)
+        } else {
+            None
+        };
+        Ok(AudioStream {
+            format,
+            decoder,
+            track_id,
+            info: AudioInfo {
+                container,
+                codec,
+                source_sample_rate_hz: rate,
+                source_channels: channels,
+                bits_per_sample: params.bits_per_sample,
+                sample_rate_hz: out_rate,
+                channels: out_channels,
+                declared_frames,
+                source_frames: 0,
+                frames: 0,
+                warnings,
+            },
+            mono: cfg.channels == Channels::Mono,
+            on_damaged: cfg.on_damaged,
+            max_frames: (cfg.max_duration_s * rate as f64).ceil() as u64,
+            max_duration_s: cfg.max_duration_s,
+            decoded: Vec::new(),
+            block: vec![Vec::new(); out_channels],
+            resampler,
+            eof: false,
+            packets: 0,
+            max_packet_frames: params.max_frames_per_packet.unwrap_or(0),
+        })
+    }
+
+    /// What is known so far; complete once [`Self::next_block`] has returned `None`.
+    pub fn info(&self) -> &AudioInfo {
+        &self.info
+    }
+
+    /// Consumes the stream, returning the final [`AudioInfo`].
+    pub fn into_info(self) -> AudioInfo {
+        self.info
+    }
+
+    fn damaged(&mut self, err: DecodeError) -> Result<(), DecodeError> {
+        match self.on_damaged {
+            Damaged::Fail => Err(err),
+            Damaged::Partial => {
+                self.info.warnings.push(err.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// The next block of PCM, one slice per output channel (all the same length, never
+    /// empty), or `None` at the end of the stream.
+    ///
+    /// # Errors
+    /// Truncation and corruption (unless `on_damaged = "partial"`), over-long audio, a
+    /// channel-count change mid-stream, no samples at all.
+    pub fn next_block(&mut self) -> Result<Option<&[Vec<f32>]>, DecodeError> {
+        for ch in &mut self.block {
+            ch.clear();
+        }
+        while self.block[0].is_empty() {
+            if self.eof {
+                return Ok(None);
+            }
+            self.pull()?;
+        }
+        self.info.frames += self.block[0].len() as u64;
+        Ok(Some(&self.block))
+    }
+
+    /// Decodes one packet (or handles the end of the stream) into `self.block`.
+    fn pull(&mut self) -> Result<(), DecodeError> {
+        let packet = match self.format.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => return self.end(),
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                let at = self.info.duration_s();
+                self.damaged(DecodeError::Truncated(format!(
+                    "file ends inside a packet after {at:.3} s of audio"
+                )))?;
+                return self.end();
+            }
+            Err(SymError::IoError(e)) => return Err(DecodeError::Io(e)),
+            Err(SymError::ResetRequired) => {
+                // A chained stream (e.g. concatenated Ogg files): we decode the first link.
+                self.damaged(DecodeError::Corrupt(
+                    "stream changes its track layout midway (chained stream); only the first part is decoded".into(),
+                ))?;
+                return self.end();
+            }
+            Err(e) => {
+                let at = self.info.duration_s();
+                self.damaged(DecodeError::Corrupt(format!("after {at:.3} s: {e}")))?;
+                return self.end();
+            }
+        };
+        if packet.track_id != self.track_id {
+            return Ok(());
+        }
+        self.packets += 1;
+        let buf = match self.decoder.decode(&packet) {
+            Ok(buf) => buf,
+            Err(SymError::DecodeError(msg)) => {
+                let at = self.info.duration_s();
+                return self.damaged(DecodeError::Corrupt(format!(
+                    "packet {} at {at:.3} s does not decode: {msg}",
+                    self.packets
+                )));
+            }
+            Err(SymError::IoError(e)) => {
+                let at = self.info.duration_s();
+                self.damaged(DecodeError::Truncated(format!("packet at {at:.3} s is cut short: {e}")))?;
+                return Ok(());
+            }
+            Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
+        };
+        let n_ch = buf.spec().channels().count();
+        if n_ch != self.info.source_channels {
+            return Err(DecodeError::InvalidStream(format!(
+                "channel count changes from {} to {n_ch} mid-stream",
+                self.info.source_channels
+            )));
+        }
+        if buf.spec().rate() != self.info.source_sample_rate_hz {
+            return Err(DecodeError::InvalidStream(format!(
+                "sample rate changes from {} to {} Hz mid-stream",
+                self.info.source_sample_rate_hz,
+                buf.spec().rate()
+            )));
+        }
+        buf.copy_to_vecs_planar::<f32>(&mut self.decoded);
+        let frames = self.decoded.first().map_or(0, Vec::len);
+        self.info.source_frames += frames as u64;
+        if self.info.source_frames > self.max_frames {
+            return Err(DecodeError::TooLong {
+                seconds: self.info.duration_s(),
+                max: self.max_duration_s,
+            });
+        }
+        if frames == 0 {
+            return Ok(());
+        }
+        if self.mono && n_ch > 1 {
+            // librosa's to_mono: the mean over channels.
+            let (first, rest) = self.decoded.split_at_mut(1);
+            let mix = &mut first[0];
+            for ch in rest.iter() {
+                for (m, v) in mix.iter_mut().zip(ch) {
+                    *m += v;
+                }
+            }
+            let inv = n_ch as f32;
+            mix.iter_mut().for_each(|m| *m /= inv);
+            self.decoded.truncate(1);
+        }
+        match &mut self.resampler {
+            None => {
+                for (dst, src) in self.block.iter_mut().zip(&self.decoded) {
+                    dst.extend_from_slice(src);
+                }
+            }
+            Some(r) => r.push(&self.decoded, &mut self.block)?,
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<(), DecodeError> {
+        self.eof = true;
+        if let Some(declared) = self.info.declared_frames {
+            // Codecs with encoder delay (Opus pre-skip, AAC priming) may declare a few hundred
+            // frames more than they yield; a real truncation is far larger than one packet.
+            let slack = self.max_packet_frames.max(2048);
+            if self.info.source_frames + slack < declared {
+                let rate = self.info.source_sample_rate_hz as f64;
+                self.damaged(DecodeError::Truncated(format!(
+                    "decoded {:.3} s of the {:.3} s the header declares",
+                    self.info.source_frames as f64 / rate,
+                    declared as f64 / rate
+                )))?;
+            }
+        }
+        if self.info.source_frames == 0 {
+            return Err(DecodeError::NoSamples);
+        }
+        if let Some(r) = &mut self.resampler {
+            r.finish(&mut self.block)?;
+        }
+        Ok(())
+    }
+}
+
+/// A streaming wrapper around rubato's FFT resampler that trims its delay and returns exactly
+/// `ceil(n_in * out_rate / in_rate)` frames, like a whole-signal resample would.
+struct StreamResampler {
+    inner: Fft<f32>,
+    from: u32,
+    to: u32,
+    pending: Vec<Vec<f32>>,
+    out: Vec<Vec<f32>>,
+    delay_left: usize,
+    frames_in: u64,
+    frames_out: u64,
+}
+
+impl StreamResampler {
+    fn new(from: u32, to: u32, channels: usize) -> Result<Self, DecodeError> {
+        let inner = Fft::<f32>::new(from as usize, to as usize, 1024, channels, FixedSync::Input)
+            .map_err(|e| DecodeError::Resample {
+                from,
+                to,
+                reason: e.to_string(),
+            })?;
+        let out_max = inner.output_frames_max();
+        Ok(StreamResampler {
+            delay_left: inner.output_delay(),
+            inner,
+            from,
+            to,
+            pending: vec![Vec::new(); channels],
+            out: vec![vec![0.0; out_max]; channels],
+            frames_in: 0,
+            frames_out: 0,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> DecodeError {
+        DecodeError::Resample {
+            from: self.from,
+            to: self.to,
+            reason: e.to_string(),
+        }
+    }
+
+    fn push(&mut self, input: &[Vec<f32>], block: &mut [Vec<f32>]) -> Result<(), DecodeError> {
+        for (p, x) in self.pending.iter_mut().zip(input) {
+            p.extend_from_slice(x);
+        }
+        self.frames_in += input[0].len() as u64;
+        let mut used = 0;
+        loop {
+            let need = self.inner.input_frames_next();
+            if self.pending[0].len() - used < need {
+                break;
+            }
+            self.run(used, None, block)?;
+            used += need;
+        }
+        for p in &mut self.pending {
+            p.drain(..used);
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, offset: usize, partial: Option<usize>, block: &mut [Vec<f32>]) -> Result<(), DecodeError> {
+        let channels = self.pending.len();
+        let avail = self.pending[0].len();
+        let input = SequentialSliceOfVecs::new(&self.pending[..], channels, avail).map_err(|e| self.err(e))?;
+        let out_len = self.out[0].len();
+        let mut output =
+            SequentialSliceOfVecs::new_mut(&mut self.out[..], channels, out_len).map_err(|e| DecodeError::Resample {
+                from: self.from,
+                to: self.to,
+                reason: e.to_string(),
+            })?;
+        let mut indexing = Indexing::new();
+        indexing.input_offset = offset;
+        indexing.partial_len = partial;
+        let (_, n_out) = self
+            .inner
+            .process_into_buffer(&input, &mut output, Some(&indexing))
+            .map_err(|e| DecodeError::Resample {
+                from: self.from,
+                to: self.to,
+                reason: e.to_string(),
+            })?;
+        let skip = self.delay_left.min(n_out);
+        self.delay_left -= skip;
+        for (dst, src) in block.iter_mut().zip(&self.out) {
+            dst.extend_from_slice(&src[skip..n_out]);
+        }
+        self.frames_out += (n_out - skip) as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self, block: &mut [Vec<f32>]) -> Result<(), DecodeError> {
+        let want = (self.frames_in * self.to as u64).div_ceil(self.from as u64);
+        let before = block[0].len() as u64;
+        let start_out = self.frames_out;
+        let left = self.pending[0].len();
+        self.run(0, Some(left), block)?;
+        let mut guard = 0;
+        while self.frames_out < want {
+            self.run(0, Some(0), block)?;
+            guard += 1;
+            if guard > 1_000 {
+                return Err(self.err("resampler does not drain"));
+            }
+        }
+        let produced = self.frames_out - start_out;
+        let extra = (self.frames_out - want).min(produced) as usize;
+        let keep = (before + produced) as usize - extra;
+        for ch in block.iter_mut() {
+            ch.truncate(keep);
+        }
+        self.frames_out = want;
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! Turns the `INPUTS...` of `klio-edge process` into items: files, directories (recursive),
+//! globs, and `@manifest` files. It only lists; it opens no audio.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::item::{absolute, ItemRef};
+
+/// The items named by `inputs`, sorted by path, each once, plus notes about inputs that named
+/// nothing (an empty folder, a glob without matches).
+#[derive(Debug, Default)]
+pub struct Expanded {
+    /// The items.
+    pub items: Vec<ItemRef>,
+    /// Human-readable warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Expands inputs. Paths under any of `exclude` (the output folder) are left out of folder
+/// walks. A plain path that does not exist still becomes an item, so the run records it as
+/// `missing_input`.
+///
+/// # Errors
+/// An unreadable manifest, a malformed glob, or two distinct paths with the same element id.
+pub fn expand(inputs: &[String], exclude: &[PathBuf]) -> Result<Expanded> {
+    let mut found: BTreeMap<PathBuf, ItemRef> = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let exclude: Vec<PathBuf> = exclude.iter().map(|p| absolute(p)).collect();
+    for input in inputs {
+        if let Some(manifest) = input.strip_prefix('@') {
+            let text = std::fs::read_to_string(manifest)
+                .with_context(|| format!("cannot read manifest {manifest}"))?;
+            let base = Path::new(manifest).parent().unwrap_or(Path::new("."));
+            for line in text.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let p = Path::new(line);
+                let p = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+                add_path(&p.to_string_lossy(), &exclude, &mut found, &mut warnings)?;
+            }
+        } else {
+            add_path(input, &exclude, &mut found, &mut warnings)?;
+        }
+    }
+    let mut by_element: BTreeMap<&str, &Path> = BTreeMap::new();
+    for item in found.values() {
+        if let Some(other) = by_element.insert(&item.element, &item.source) {
+            bail!(
+                "element id collision: {} and {} both map to {}",
+                other.display(),
+                item.source.display(),
+                item.element
+            );
+        }
+    }
+    Ok(Expanded {
+        items: found.into_values().collect(),
+        warnings,
+    })
+}
+
+fn add_path(
+    input: &str,
+    exclude: &[PathBuf],
+    found: &mut BTreeMap<PathBuf, ItemRef>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let path = Path::new(input);
+    if path.is_dir() {
+        let before = found.len();
+        walk_dir(path, exclude, found);
+        if found.len() == before {
+            warnings.push(format!("{input}: folder holds no files"));
+        }
+    } else if path.exists() || !input.contains(['*', '?', '[']) {
+        let item = ItemRef::for_path(path);
+        found.entry(item.source.clone()).or_insert(item);
+    } else {
+        let mut any = false;
+        for entry in glob::glob(input).with_context(|| format!("bad glob pattern {input}"))? {
+            let p = match entry {
+                Ok(p) => p,
+                Err(e) => {
+                    warnings.push(format!("{input}: {e}"));
+                    continue;
+                }
+            };
+            any = true;
+            if p.is_dir() {
+                walk_dir(&p, exclude, found);
+            } else {
+                let item = ItemRef::for_path(&p);
+                found.entry(item.source.clone()).or_insert(item);
+            }
+        }
+        if !any {
+            warnings.push(format!("{input}: glob matched nothing"));
+        }
+    }
+    Ok(())
+}
+
+fn walk_dir(dir: &Path, exclude: &[PathBuf], found: &mut BTreeMap<PathBuf, ItemRef>) {
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let hidden = e.depth() > 0 && e.file_name().to_string_lossy().starts_with('.');
+            let excluded = e.file_type().is_dir() && exclude.iter().any(|x| absolute(e.path()) == *x);
+            !hidden && !excluded
+        });
+    for entry in walker.flatten() {
+        if entry.file_type().is_file() {
+            let item = ItemRef::for_path(entry.path());
+            found.entry(item.source.clone()).or_insert(item);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_dirs_globs_and_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::create_dir_all(d.join("out")).unwrap();
+        for f in ["a/1.wav", "a/b/2.flac", "a/.hidden.wav", "3.mp3", "out/x.npy"] {
+            std::fs::write(d.join(f), b"x").unwrap();
+        }
+        std::fs::write(d.join("list.txt"), "# comment\n3.mp3\n\nmissing.wav\n").unwrap();
+        let inputs = vec![
+            d.join("a").to_string_lossy().into_owned(),
+            format!("{}/*.mp3", d.display()),
+            format!("@{}", d.join("list.txt").display()),
+            d.to_string_lossy().into_owned(),
+        ];
+        let got = expand(&inputs, &[d.join("out")]).unwrap();
+        let names: Vec<String> = got
+            .items
+            .iter()
+            .map(|i| i.source.strip_prefix(absolute(d)).unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["3.mp3", "a/1.wav", "a/b/2.flac", "list.txt", "missing.wav"]);
+        let got = expand(&[format!("{}/*.ogg", d.display())], &[]).unwrap();
+        assert!(got.items.is_empty());
+        assert_eq!(got.warnings.len(), 1);
+    }
+}

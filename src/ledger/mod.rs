@@ -1,0 +1,446 @@
+//! Ledger: the SQLite record of every item's state, attempts, timings, input hash, config
+//! hash and outputs, plus the history of runs.
+//!
+//! Semantics owned here: a done item whose input and config hashes match is skipped; a failed
+//! item is retried until it has failed `max_attempts` times for the same input and config (a
+//! changed input or config starts the count again); rows left `running` by a crash are marked
+//! failed (`interrupted`) at start-up, so the next run retries them. Migrations are numbered
+//! SQL files applied in order at open; every pragma is read back and checked.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub use crate::item::InputFacts;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// An item's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRow {
+    /// Element id.
+    pub element: String,
+    /// Source path or URI.
+    pub source: String,
+    /// Input size in bytes.
+    pub input_size: Option<i64>,
+    /// Input modification time (ns since the epoch).
+    pub input_mtime_ns: Option<i64>,
+    /// BLAKE3 of the input bytes.
+    pub input_hash: Option<String>,
+    /// Output-affecting config hash.
+    pub config_hash: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Short error kind when failed.
+    pub error_kind: Option<String>,
+    /// Error message when failed.
+    pub error_message: Option<String>,
+    /// Failed (or running) attempts for the current input and config.
+    pub attempts: i64,
+}
+
+/// Counts of one run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RunCounts {
+    /// Items processed and committed.
+    pub done: u64,
+    /// Items skipped as already done.
+    pub skipped: u64,
+    /// Items that failed in this run, or earlier and out of attempts.
+    pub failed: u64,
+}
+
+/// The ledger connection. One per process, shared behind a mutex; each call is one short
+/// transaction.
+pub struct Ledger {
+    conn: Connection,
+}
+
+fn check_pragma(conn: &Connection, set: &str, name: &str, want: &str) -> Result<()> {
+    // SQLite ignores a misspelled pragma silently: read every value back.
+    conn.execute_batch(&format!("PRAGMA {set}"))?;
+    let got: String = conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+        Ok(match r.get::<_, rusqlite::types::Value>(0)? {
+            rusqlite::types::Value::Text(s) => s,
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+    })?;
+    if !got.eq_ignore_ascii_case(want) {
+        bail!("SQLite pragma {name} reads back {got:?}, expected {want:?}");
+    }
+    Ok(())
+}
+
+impl Ledger {
+    /// Opens (creating) the ledger at `path`: WAL journal, migrations applied.
+    ///
+    /// # Errors
+    /// The file cannot be opened, a pragma does not take, or a migration fails.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create folder {}", parent.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("cannot open ledger {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        check_pragma(&conn, "journal_mode = WAL", "journal_mode", "wal")?;
+        Self::setup(conn).with_context(|| format!("ledger {}", path.display()))
+    }
+
+    /// An in-memory ledger (tests).
+    ///
+    /// # Errors
+    /// A migration fails.
+    pub fn open_in_memory() -> Result<Ledger> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(conn: Connection) -> Result<Ledger> {
+        check_pragma(&conn, "synchronous = NORMAL", "synchronous", "1")?;
+        check_pragma(&conn, "foreign_keys = ON", "foreign_keys", "1")?;
+        let mut ledger = Ledger { conn };
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let current: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > newest {
+            bail!("ledger schema version {current} is newer than this klio-edge knows ({newest}); upgrade klio-edge");
+        }
+        for &(version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql).with_context(|| format!("migration {version}"))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Marks rows left `running` (by a crashed or killed run) as failed with kind
+    /// `interrupted`; their attempt stays counted. Returns how many.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn recover_running(&mut self) -> Result<usize> {
+        let n = self.conn.execute(
+            &format!(
+                "UPDATE items SET state = 'failed', error_kind = 'interrupted', \
+                 error_message = 'the run processing this item stopped before it finished', \
+                 updated_at = {NOW} WHERE state = 'running'"
+            ),
+            [],
+        )?;
+        Ok(n)
+    }
+
+    /// Records the start of a run and returns its id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn begin_run(&mut self, command: &str, config_hash: &str) -> Result<i64> {
+        self.conn.execute(
+            &format!("INSERT INTO runs (started_at, command, config_hash, version) VALUES ({NOW}, ?1, ?2, ?3)"),
+            params![command, config_hash, env!("CARGO_PKG_VERSION")],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records the end of a run.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn finish_run(&mut self, run_id: i64, c: &RunCounts) -> Result<()> {
+        self.conn.execute(
+            &format!("UPDATE runs SET finished_at = {NOW}, done = ?2, skipped = ?3, failed = ?4 WHERE id = ?1"),
+            params![run_id, c.done as i64, c.skipped as i64, c.failed as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The row of `element`, if any.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn get(&self, element: &str) -> Result<Option<ItemRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT element, source, input_size, input_mtime_ns, input_hash, config_hash, state, \
+                 error_kind, error_message, attempts FROM items WHERE element = ?1",
+                [element],
+                |r| {
+                    Ok(ItemRow {
+                        element: r.get(0)?,
+                        source: r.get(1)?,
+                        input_size: r.get(2)?,
+                        input_mtime_ns: r.get(3)?,
+                        input_hash: r.get(4)?,
+                        config_hash: r.get(5)?,
+                        state: r.get(6)?,
+                        error_kind: r.get(7)?,
+                        error_message: r.get(8)?,
+                        attempts: r.get(9)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Marks an item `running` for a new attempt and returns the attempt number. The count
+    /// starts again at 1 when the input or config differs from the row's, or when `reset`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn claim(
+        &mut self,
+        run_id: i64,
+        element: &str,
+        source: &str,
+        input: &InputFacts,
+        config_hash: &str,
+        reset: bool,
+    ) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        let prev: Option<(Option<String>, String, i64, String)> = tx
+            .query_row(
+                "SELECT input_hash, config_hash, attempts, state FROM items WHERE element = ?1",
+                [element],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let attempts = match prev {
+            Some((h, c, a, state)) if !reset && state != "done" && h == input.hash && c == config_hash => a + 1,
+            _ => 1,
+        };
+        tx.execute(
+            &format!(
+                "INSERT INTO items (element, source, input_size, input_mtime_ns, input_hash, config_hash, \
+                 state, attempts, version, run_id, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9, {NOW}) \
+                 ON CONFLICT (element) DO UPDATE SET source = excluded.source, \
+                 input_size = excluded.input_size, input_mtime_ns = excluded.input_mtime_ns, \
+                 input_hash = excluded.input_hash, config_hash = excluded.config_hash, \
+                 state = 'running', attempts = excluded.attempts, error_kind = NULL, \
+                 error_message = NULL, version = excluded.version, run_id = excluded.run_id, \
+                 updated_at = excluded.updated_at"
+            ),
+            params![
+                element,
+                source,
+                input.size,
+                input.mtime_ns,
+                input.hash,
+                config_hash,
+                attempts,
+                env!("CARGO_PKG_VERSION"),
+                run_id
+            ],
+        )?;
+        tx.commit()?;
+        Ok(attempts)
+    }
+
+    /// Commits a finished item.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn done(
+        &mut self,
+        run_id: i64,
+        element: &str,
+        duration_s: f64,
+        stage_ms: &serde_json::Value,
+        outputs: &[String],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let stage = stage_ms.to_string();
+        let outs = serde_json::to_string(outputs)?;
+        tx.execute(
+            &format!(
+                "UPDATE items SET state = 'done', duration_s = ?2, stage_ms = ?3, outputs = ?4, \
+                 error_kind = NULL, error_message = NULL, attempts = 0, updated_at = {NOW} WHERE element = ?1"
+            ),
+            params![element, duration_s, stage, outs],
+        )?;
+        Self::history(&tx, run_id, element, "done", None, None, Some(&stage))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a failed attempt.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn failed(
+        &mut self,
+        run_id: i64,
+        element: &str,
+        kind: &str,
+        message: &str,
+        stage_ms: &serde_json::Value,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let stage = stage_ms.to_string();
+        tx.execute(
+            &format!(
+                "UPDATE items SET state = 'failed', error_kind = ?2, error_message = ?3, stage_ms = ?4, \
+                 updated_at = {NOW} WHERE element = ?1"
+            ),
+            params![element, kind, message, stage],
+        )?;
+        Self::history(&tx, run_id, element, "failed", Some(kind), Some(message), Some(&stage))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records that an item was skipped (`skipped`) or not retried (`gave_up`) in this run.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn note(&mut self, run_id: i64, element: &str, state: &str, input: &InputFacts) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if state == "skipped" {
+            // Remember the current mtime so the next run's fast path can skip hashing.
+            tx.execute(
+                "UPDATE items SET input_mtime_ns = ?2 WHERE element = ?1 AND input_hash IS ?3",
+                params![element, input.mtime_ns, input.hash],
+            )?;
+        }
+        Self::history(&tx, run_id, element, state, None, None, None)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn history(
+        tx: &rusqlite::Transaction<'_>,
+        run_id: i64,
+        element: &str,
+        state: &str,
+        kind: Option<&str>,
+        message: Option<&str>,
+        stage: Option<&str>,
+    ) -> Result<()> {
+        tx.execute(
+            &format!(
+                "INSERT INTO history (run_id, element, state, error_kind, error_message, input_hash, \
+                 config_hash, stage_ms, at) SELECT ?1, element, ?2, ?3, ?4, input_hash, config_hash, ?5, {NOW} \
+                 FROM items WHERE element = ?6"
+            ),
+            params![run_id, state, kind, message, stage, element],
+        )?;
+        Ok(())
+    }
+
+    /// Item counts by state.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn counts(&self) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Failed items: element, source, error kind, message, attempts.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn failed_items(&self) -> Result<Vec<ItemRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT element, source, input_size, input_mtime_ns, input_hash, config_hash, state, \
+             error_kind, error_message, attempts FROM items WHERE state = 'failed' ORDER BY element",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ItemRow {
+                element: r.get(0)?,
+                source: r.get(1)?,
+                input_size: r.get(2)?,
+                input_mtime_ns: r.get(3)?,
+                input_hash: r.get(4)?,
+                config_hash: r.get(5)?,
+                state: r.get(6)?,
+                error_kind: r.get(7)?,
+                error_message: r.get(8)?,
+                attempts: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The latest runs, newest first: id, started, finished, done, skipped, failed.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    #[allow(clippy::type_complexity)]
+    pub fn runs(&self, limit: usize) -> Result<Vec<(i64, String, Option<String>, Option<i64>, Option<i64>, Option<i64>)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, started_at, finished_at, done, skipped, failed FROM runs ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(h: &str) -> InputFacts {
+        InputFacts {
+            size: Some(1),
+            mtime_ns: Some(2),
+            hash: Some(h.into()),
+        }
+    }
+
+    #[test]
+    fn migrations_apply_to_a_fresh_database() {
+        let l = Ledger::open_in_memory().unwrap();
+        let v: i64 = l.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, MIGRATIONS.last().unwrap().0);
+    }
+
+    #[test]
+    fn file_ledger_is_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let mode: String = l.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        drop(l);
+        // Reopening applies no migration twice.
+        Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+    }
+
+    #[test]
+    fn attempts_count_per_input_and_config_and_crashes_are_recovered() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("test", "c1").unwrap();
+        let j = serde_json::json!({});
+        assert_eq!(l.claim(run, "e", "/x", &facts("h1"), "c1", false).unwrap(), 1);
+        l.failed(run, "e", "corrupt", "bad", &j).unwrap();
+        assert_eq!(l.claim(run, "e", "/x", &facts("h1"), "c1", false).unwrap(), 2);
+        // A crash leaves it running; recovery marks it failed, keeping the attempt.
+        assert_eq!(l.recover_running().unwrap(), 1);
+        let row = l.get("e").unwrap().unwrap();
+        assert_eq!((row.state.as_str(), row.error_kind.as_deref(), row.attempts), ("failed", Some("interrupted"), 2));
+        // A new input starts over.
+        assert_eq!(l.claim(run, "e", "/x", &facts("h2"), "c1", false).unwrap(), 1);
+        l.done(run, "e", 1.5, &j, &["mel.npy".into()]).unwrap();
+        let row = l.get("e").unwrap().unwrap();
+        assert_eq!((row.state.as_str(), row.attempts), ("done", 0));
+        assert_eq!(l.counts().unwrap(), vec![("done".to_string(), 1)]);
+        let hist: i64 = l.conn.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0)).unwrap();
+        assert_eq!(hist, 2);
+    }
+}

@@ -1,0 +1,17 @@
+//! klio-edge: turn a corpus of audio (or any binary) files into features, with a ledger.
+//!
+//! Data flows one way: inputs -> fetch -> decode -> features -> sink -> ledger. Each stage has
+//! one module; the drivers ([`process`]) own threads and decide retries; stages share only the
+//! nouns in [`item`].
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod features;
+pub mod fetch;
+pub mod inputs;
+pub mod item;
+pub mod ledger;
+pub mod process;
+pub mod sink;

@@ -1,0 +1,461 @@
+//! Driver for corpus runs (`klio-edge process`): expands inputs, owns the worker threads,
+//! decides per item between skip, retry and give-up, runs the stages
+//! (fetch -> decode -> features -> sink -> ledger), reports progress and the summary.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use klio_dsp::FeatureStream;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::decode::{AudioStream, DecodeError};
+use crate::features::{FeatureError, FeatureStage};
+use crate::fetch::{self, FetchError};
+use crate::item::{InputFacts, ItemRef, Outcome};
+use crate::ledger::{Ledger, RunCounts};
+use crate::sink::{Sink, SinkError};
+
+/// Default ledger file name inside the output folder.
+pub const LEDGER_FILE: &str = "klio-ledger.sqlite";
+
+/// What `process` was asked to do (flags resolved against the config).
+#[derive(Debug, Clone)]
+pub struct ProcessRequest {
+    /// Files, folders, globs, `@manifests`.
+    pub inputs: Vec<String>,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Ledger file.
+    pub ledger: PathBuf,
+    /// Worker threads.
+    pub jobs: usize,
+    /// Recompute done items.
+    pub force: bool,
+    /// Print the JSON summary on stdout.
+    pub json: bool,
+    /// No progress, no per-item lines.
+    pub quiet: bool,
+    /// The command line, for the ledger's run row.
+    pub command: String,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Items processed and committed.
+    pub done: u64,
+    /// Items skipped as already done.
+    pub skipped: u64,
+    /// Items failed in this run, or failed before and out of attempts.
+    pub failed: u64,
+    /// Of `failed`: not retried because they are out of attempts.
+    pub gave_up: u64,
+    /// Items named by the inputs.
+    pub items: u64,
+    /// Seconds of audio decoded in this run.
+    pub audio_s: f64,
+    /// Wall-clock seconds of the run.
+    pub wall_s: f64,
+    /// `audio_s / wall_s`.
+    pub realtime_factor: f64,
+    /// The ledger's run id.
+    pub run_id: i64,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Ledger file.
+    pub ledger: PathBuf,
+}
+
+/// An error attributed to one item.
+#[derive(Debug)]
+struct ItemError {
+    kind: &'static str,
+    message: String,
+}
+
+impl From<FetchError> for ItemError {
+    fn from(e: FetchError) -> Self {
+        ItemError {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+impl From<DecodeError> for ItemError {
+    fn from(e: DecodeError) -> Self {
+        ItemError {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+impl From<FeatureError> for ItemError {
+    fn from(e: FeatureError) -> Self {
+        ItemError {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+impl From<SinkError> for ItemError {
+    fn from(e: SinkError) -> Self {
+        ItemError {
+            kind: "sink",
+            message: e.to_string(),
+        }
+    }
+}
+
+struct Ctx<'a> {
+    cfg: &'a Config,
+    config_hash: String,
+    force: bool,
+    ledger: Mutex<Ledger>,
+    sink: Sink,
+    features: FeatureStage,
+    run_id: i64,
+}
+
+impl Ctx<'_> {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct ItemReport {
+    item: ItemRef,
+    outcome: Outcome,
+    audio_s: f64,
+    error: Option<ItemError>,
+}
+
+/// Runs `process` to the end.
+///
+/// # Errors
+/// Only for problems with the run itself (ledger, output folder, inputs); item failures are
+/// recorded and counted.
+pub fn run(cfg: &Config, req: &ProcessRequest) -> Result<Summary> {
+    let started = Instant::now();
+    let expanded = crate::inputs::expand(&req.inputs, &[req.out_dir.clone()])?;
+    for w in &expanded.warnings {
+        tracing::warn!("{w}");
+    }
+    let sink = Sink::open(&req.out_dir).with_context(|| format!("output folder {}", req.out_dir.display()))?;
+    let mut ledger = Ledger::open(&req.ledger)?;
+    let recovered = ledger.recover_running()?;
+    if recovered > 0 {
+        tracing::warn!("{recovered} item(s) left running by an earlier run were marked failed (interrupted) and will be retried");
+    }
+    let config_hash = cfg.output_hash();
+    let run_id = ledger.begin_run(&req.command, &config_hash)?;
+    let ctx = Ctx {
+        cfg,
+        config_hash,
+        force: req.force,
+        ledger: Mutex::new(ledger),
+        sink,
+        features: FeatureStage::new(&cfg.features),
+        run_id,
+    };
+
+    let items = expanded.items;
+    let total = items.len() as u64;
+    let bar = progress_bar(total, req.quiet);
+    let mut counts = RunCounts::default();
+    let mut gave_up = 0u64;
+    let mut audio_s = 0.0;
+    let (work_tx, work_rx) = crossbeam_channel::unbounded::<ItemRef>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<ItemReport>();
+    for item in items {
+        work_tx.send(item).expect("receiver alive");
+    }
+    drop(work_tx);
+    std::thread::scope(|s| {
+        for _ in 0..req.jobs.max(1) {
+            let (rx, tx, ctx) = (work_rx.clone(), done_tx.clone(), &ctx);
+            s.spawn(move || {
+                for item in rx {
+                    let report = process_item(ctx, item);
+                    if tx.send(report).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        for r in done_rx {
+            audio_s += r.audio_s;
+            let line = match r.outcome {
+                Outcome::Done => {
+                    counts.done += 1;
+                    format!("done     {} ({:.1} s audio)", r.item.element, r.audio_s)
+                }
+                Outcome::Skipped => {
+                    counts.skipped += 1;
+                    format!("skipped  {} (already done)", r.item.element)
+                }
+                Outcome::Failed | Outcome::GaveUp => {
+                    counts.failed += 1;
+                    let e = r.error.as_ref().map_or(String::new(), |e| format!("[{}] {}", e.kind, e.message));
+                    if r.outcome == Outcome::GaveUp {
+                        gave_up += 1;
+                        format!("gave up  {} ({}): out of attempts; last error {e}", r.item.element, r.item.source.display())
+                    } else {
+                        format!("failed   {} ({}): {e}", r.item.element, r.item.source.display())
+                    }
+                }
+            };
+            match &bar {
+                Some(b) => {
+                    if matches!(r.outcome, Outcome::Failed | Outcome::GaveUp) {
+                        b.println(&line);
+                    }
+                    b.inc(1);
+                    b.set_message(format!("{:.2} h audio, {} failed", audio_s / 3600.0, counts.failed));
+                }
+                None if !req.quiet => {
+                    if matches!(r.outcome, Outcome::Failed | Outcome::GaveUp) {
+                        tracing::warn!("{line}");
+                    } else {
+                        tracing::info!("{line}");
+                    }
+                }
+                None => {}
+            }
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let Ctx { ledger, sink, .. } = ctx;
+    sink.close();
+    let mut ledger = ledger.into_inner().unwrap_or_else(|p| p.into_inner());
+    ledger.finish_run(run_id, &counts)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    Ok(Summary {
+        done: counts.done,
+        skipped: counts.skipped,
+        failed: counts.failed,
+        gave_up,
+        items: total,
+        audio_s,
+        wall_s,
+        realtime_factor: if wall_s > 0.0 { audio_s / wall_s } else { 0.0 },
+        run_id,
+        out_dir: req.out_dir.clone(),
+        ledger: req.ledger.clone(),
+    })
+}
+
+fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Decides what to do with one item and does it; every path ends in the ledger.
+fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
+    let report = |outcome, audio_s, error| ItemReport {
+        item: item.clone(),
+        outcome,
+        audio_s,
+        error,
+    };
+    let source = item.source.to_string_lossy().into_owned();
+    let t_fetch = Instant::now();
+    let mut facts = match fetch::stat(&item.source) {
+        Ok(f) => f,
+        Err(e) => return fail_before_claim(ctx, &item, &source, InputFacts::default(), e.into(), report),
+    };
+    let row = match ctx.ledger().get(&item.element) {
+        Ok(r) => r,
+        Err(e) => {
+            return report(
+                Outcome::Failed,
+                0.0,
+                Some(ItemError {
+                    kind: "ledger",
+                    message: format!("{e:#}"),
+                }),
+            )
+        }
+    };
+    let done_here = |row: &crate::ledger::ItemRow| {
+        row.state == "done" && row.config_hash == ctx.config_hash && ctx.sink.has_outputs(&item.element)
+    };
+    // Fast path: same size and mtime as a done row means the same input (as make and rsync assume).
+    if let Some(r) = &row {
+        if !ctx.force && done_here(r) && r.input_size == facts.size && r.input_mtime_ns == facts.mtime_ns {
+            facts.hash = r.input_hash.clone();
+            let _ = ctx.ledger().note(ctx.run_id, &item.element, "skipped", &facts);
+            return report(Outcome::Skipped, 0.0, None);
+        }
+    }
+    match fetch::content_hash(&item.source) {
+        Ok(h) => facts.hash = Some(h),
+        Err(e) => return fail_before_claim(ctx, &item, &source, facts, e.into(), report),
+    }
+    if let Some(r) = &row {
+        let same_input = r.input_hash == facts.hash && r.config_hash == ctx.config_hash;
+        if !ctx.force && same_input && done_here(r) {
+            let _ = ctx.ledger().note(ctx.run_id, &item.element, "skipped", &facts);
+            return report(Outcome::Skipped, 0.0, None);
+        }
+        if !ctx.force && same_input && r.state == "failed" && r.attempts >= ctx.cfg.run.max_attempts as i64 {
+            let _ = ctx.ledger().note(ctx.run_id, &item.element, "gave_up", &facts);
+            let error = ItemError {
+                kind: "gave_up",
+                message: format!(
+                    "[{}] {}",
+                    r.error_kind.as_deref().unwrap_or("?"),
+                    r.error_message.as_deref().unwrap_or("")
+                ),
+            };
+            return report(Outcome::GaveUp, 0.0, Some(error));
+        }
+    }
+    let fetch_ms = ms(t_fetch.elapsed());
+    if let Err(e) = ctx
+        .ledger()
+        .claim(ctx.run_id, &item.element, &source, &facts, &ctx.config_hash, ctx.force)
+    {
+        return report(
+            Outcome::Failed,
+            0.0,
+            Some(ItemError {
+                kind: "ledger",
+                message: format!("{e:#}"),
+            }),
+        );
+    }
+    let mut stage_ms = json!({ "fetch": fetch_ms });
+    let result = decode_and_write(ctx, &item, &facts, &mut stage_ms);
+    let mut ledger = ctx.ledger();
+    match result {
+        Ok((audio_s, outputs)) => match ledger.done(ctx.run_id, &item.element, audio_s, &stage_ms, &outputs) {
+            Ok(()) => report(Outcome::Done, audio_s, None),
+            Err(e) => report(
+                Outcome::Failed,
+                audio_s,
+                Some(ItemError {
+                    kind: "ledger",
+                    message: format!("{e:#}"),
+                }),
+            ),
+        },
+        Err(err) => {
+            if let Err(e) = ledger.failed(ctx.run_id, &item.element, err.kind, &err.message, &stage_ms) {
+                tracing::error!("cannot record failure of {} in the ledger: {e:#}", item.element);
+            }
+            report(Outcome::Failed, 0.0, Some(err))
+        }
+    }
+}
+
+fn fail_before_claim(
+    ctx: &Ctx<'_>,
+    item: &ItemRef,
+    source: &str,
+    facts: InputFacts,
+    err: ItemError,
+    report: impl FnOnce(Outcome, f64, Option<ItemError>) -> ItemReport,
+) -> ItemReport {
+    let mut ledger = ctx.ledger();
+    let recorded = ledger
+        .claim(ctx.run_id, &item.element, source, &facts, &ctx.config_hash, false)
+        .and_then(|_| ledger.failed(ctx.run_id, &item.element, err.kind, &err.message, &json!({})));
+    if let Err(e) = recorded {
+        tracing::error!("cannot record failure of {} in the ledger: {e:#}", item.element);
+    }
+    report(Outcome::Failed, 0.0, Some(err))
+}
+
+/// decode -> features -> sink. Returns the decoded duration and the output file names.
+fn decode_and_write(
+    ctx: &Ctx<'_>,
+    item: &ItemRef,
+    facts: &InputFacts,
+    stage_ms: &mut serde_json::Value,
+) -> Result<(f64, Vec<String>), ItemError> {
+    let mut decode_t = Duration::ZERO;
+    let mut features_t = Duration::ZERO;
+    let t = Instant::now();
+    let mut stream = AudioStream::open(&item.source, &ctx.cfg.decode)?;
+    decode_t += t.elapsed();
+    let plan = ctx.features.plan(stream.info().sample_rate_hz)?;
+    let mut feats = FeatureStream::new(plan, stream.info().channels);
+    loop {
+        let t = Instant::now();
+        let block = stream.next_block()?;
+        decode_t += t.elapsed();
+        let Some(block) = block else { break };
+        let t = Instant::now();
+        let slices: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
+        feats.push(&slices).map_err(FeatureError::Signal)?;
+        features_t += t.elapsed();
+    }
+    let info = stream.into_info();
+    let t = Instant::now();
+    let outputs = feats.finish().map_err(FeatureError::Signal)?;
+    features_t += t.elapsed();
+
+    let t = Instant::now();
+    let shapes: serde_json::Map<String, serde_json::Value> = outputs
+        .iter()
+        .map(|o| {
+            (
+                o.feature.name().to_string(),
+                json!({ "file": format!("{}.npy", o.feature.name()), "shape": o.shape(), "dtype": "float32" }),
+            )
+        })
+        .collect();
+    let meta = json!({
+        "element": item.element,
+        "source": item.source,
+        "duration_s": info.duration_s(),
+        "sample_rate_hz": info.sample_rate_hz,
+        "channels": info.channels,
+        "frames": info.frames,
+        "source_sample_rate_hz": info.source_sample_rate_hz,
+        "source_channels": info.source_channels,
+        "container": info.container,
+        "codec": info.codec,
+        "bits_per_sample": info.bits_per_sample,
+        "features": shapes,
+        "warnings": info.warnings,
+        "input_size": facts.size,
+        "input_hash": facts.hash,
+        "config_hash": ctx.config_hash,
+        "config": { "decode": ctx.cfg.decode, "features": ctx.cfg.features },
+        "klio_edge_version": env!("CARGO_PKG_VERSION"),
+    });
+    let names = ctx.sink.write_item(&item.element, &outputs, &meta)?;
+    *stage_ms = json!({
+        "fetch": stage_ms["fetch"],
+        "decode": ms(decode_t),
+        "features": ms(features_t),
+        "sink": ms(t.elapsed()),
+    });
+    Ok((info.duration_s(), names))
+}
+
+/// The ledger path for an output folder when none is given.
+pub fn default_ledger(out_dir: &Path) -> PathBuf {
+    out_dir.join(LEDGER_FILE)
+}
