@@ -98,10 +98,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                     summary.ledger.display()
                 );
                 if summary.failed > 0 {
-                    eprintln!("see the reasons with: klio-edge ledger failed --ledger {}", summary.ledger.display());
+                    eprintln!(
+                        "see the reasons with: klio-edge ledger failed --ledger {}",
+                        summary.ledger.display()
+                    );
                 }
             }
-            Ok(if summary.failed > 0 { EXIT_ITEMS_FAILED } else { EXIT_OK })
+            Ok(if summary.failed > 0 {
+                EXIT_ITEMS_FAILED
+            } else {
+                EXIT_OK
+            })
         }
         Command::Ledger { command } => match command {
             LedgerCommand::Status(loc) => {
@@ -109,8 +116,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 let counts = ledger.counts()?;
                 let runs = ledger.runs(5)?;
                 if loc.json {
-                    let c: serde_json::Map<String, serde_json::Value> =
-                        counts.iter().map(|(s, n)| (s.clone(), (*n).into())).collect();
+                    let c: serde_json::Map<String, serde_json::Value> = counts
+                        .iter()
+                        .map(|(s, n)| (s.clone(), (*n).into()))
+                        .collect();
                     println!("{}", serde_json::json!({ "ledger": path, "items": c }));
                 } else {
                     println!("ledger {}", path.display());

@@ -160,7 +160,9 @@ impl<'de> Deserialize<'de> for DbRef {
             Raw::Str(s) if s == "max" => Ok(DbRef::Max),
             Raw::Num(v) if v > 0.0 && v.is_finite() => Ok(DbRef::Value(v)),
             Raw::Int(v) if v > 0 => Ok(DbRef::Value(v as f64)),
-            _ => Err(serde::de::Error::custom("expected a positive number or \"max\"")),
+            _ => Err(serde::de::Error::custom(
+                "expected a positive number or \"max\"",
+            )),
         }
     }
 }
@@ -191,7 +193,9 @@ impl<'de> Deserialize<'de> for TopDb {
             Raw::Bool(false) => Ok(TopDb(None)),
             Raw::Num(v) if v >= 0.0 && v.is_finite() => Ok(TopDb(Some(v))),
             Raw::Int(v) if v >= 0 => Ok(TopDb(Some(v as f64))),
-            _ => Err(serde::de::Error::custom("expected a non-negative number of dB, or false")),
+            _ => Err(serde::de::Error::custom(
+                "expected a non-negative number of dB, or false",
+            )),
         }
     }
 }
@@ -316,7 +320,10 @@ impl FeaturesConfig {
         for name in &self.compute {
             let f = Feature::from_name(name).with_context(|| {
                 let known: Vec<_> = Feature::ALL.iter().map(|f| f.name()).collect();
-                format!("features.compute: unknown feature {name:?} (known: {})", known.join(", "))
+                format!(
+                    "features.compute: unknown feature {name:?} (known: {})",
+                    known.join(", ")
+                )
             })?;
             if !features.contains(&f) {
                 features.push(f);
@@ -327,7 +334,10 @@ impl FeaturesConfig {
         } else if self.mel_power == 1.0 {
             SpectrumKind::Magnitude
         } else {
-            bail!("features.mel_power: {} is not supported (1.0 or 2.0)", self.mel_power);
+            bail!(
+                "features.mel_power: {} is not supported (1.0 or 2.0)",
+                self.mel_power
+            );
         };
         Ok(FeatureConfig {
             sample_rate_hz,
@@ -466,7 +476,10 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let d = &self.decode;
         if !(d.max_duration_s > 0.0 && d.max_duration_s.is_finite()) {
-            bail!("decode.max_duration_s: {} must be a positive number of seconds", d.max_duration_s);
+            bail!(
+                "decode.max_duration_s: {} must be a positive number of seconds",
+                d.max_duration_s
+            );
         }
         if d.max_channels == 0 {
             bail!("decode.max_channels: must be at least 1");
@@ -491,7 +504,8 @@ impl Config {
     /// The resolved configuration as TOML (defaults filled in).
     pub fn to_toml(&self) -> String {
         let mut resolved = self.clone();
-        resolved.features.win_length = Some(self.features.win_length.unwrap_or(self.features.n_fft));
+        resolved.features.win_length =
+            Some(self.features.win_length.unwrap_or(self.features.n_fft));
         toml::to_string_pretty(&resolved).expect("config serialises")
     }
 
@@ -526,6 +540,12 @@ mod tests {
         cfg.validate().unwrap();
         let back = Config::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(back.output_hash(), cfg.output_hash());
+    }
+
+    #[test]
+    fn shipped_default_config_file_states_the_real_defaults() {
+        let shipped = Config::from_toml(include_str!("../config/klio-edge.toml")).unwrap();
+        assert_eq!(shipped, Config::default());
     }
 
     #[test]

@@ -204,7 +204,12 @@ impl AudioStream {
         }
         let mss = MediaSourceStream::new(Box::new(file), Default::default());
         let format = symphonia::default::get_probe()
-            .probe(&Hint::new(), mss, FormatOptions::default(), MetadataOptions::default())
+            .probe(
+                &Hint::new(),
+                mss,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
             .map_err(|e| match e {
                 SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                     DecodeError::Truncated(format!("file ends inside its headers ({io})"))
@@ -225,9 +230,8 @@ impl AudioStream {
                         Mismatch::Fail => {
                             return Err(DecodeError::ExtensionMismatch { ext, content: long })
                         }
-                        Mismatch::Warn => {
-                            warnings.push(format!("file name says .{ext} but the content is {long}"))
-                        }
+                        Mismatch::Warn => warnings
+                            .push(format!("file name says .{ext} but the content is {long}")),
                     }
                 }
             }
@@ -246,9 +250,10 @@ impl AudioStream {
         let decoder = codecs()
             .make_audio_decoder(&params, &AudioDecoderOptions::default())
             .map_err(|e| match e {
-                SymError::Unsupported(_) => {
-                    DecodeError::UnsupportedCodec(format!("{:?} in a {container} container", params.codec))
-                }
+                SymError::Unsupported(_) => DecodeError::UnsupportedCodec(format!(
+                    "{:?} in a {container} container",
+                    params.codec
+                )),
                 other => DecodeError::InvalidStream(other.to_string()),
             })?;
         let codec = decoder.codec_info().short_name.to_string();
@@ -396,7 +401,9 @@ impl AudioStream {
             }
             Err(SymError::IoError(e)) => {
                 let at = self.info.duration_s();
-                self.damaged(DecodeError::Truncated(format!("packet at {at:.3} s is cut short: {e}")))?;
+                self.damaged(DecodeError::Truncated(format!(
+                    "packet at {at:.3} s is cut short: {e}"
+                )))?;
                 return Ok(());
             }
             Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
@@ -493,10 +500,10 @@ impl StreamResampler {
     fn new(from: u32, to: u32, channels: usize) -> Result<Self, DecodeError> {
         let inner = Fft::<f32>::new(from as usize, to as usize, 1024, channels, FixedSync::Input)
             .map_err(|e| DecodeError::Resample {
-                from,
-                to,
-                reason: e.to_string(),
-            })?;
+            from,
+            to,
+            reason: e.to_string(),
+        })?;
         let out_max = inner.output_frames_max();
         Ok(StreamResampler {
             delay_left: inner.output_delay(),
@@ -538,13 +545,19 @@ impl StreamResampler {
         Ok(())
     }
 
-    fn run(&mut self, offset: usize, partial: Option<usize>, block: &mut [Vec<f32>]) -> Result<(), DecodeError> {
+    fn run(
+        &mut self,
+        offset: usize,
+        partial: Option<usize>,
+        block: &mut [Vec<f32>],
+    ) -> Result<(), DecodeError> {
         let channels = self.pending.len();
         let avail = self.pending[0].len();
-        let input = SequentialSliceOfVecs::new(&self.pending[..], channels, avail).map_err(|e| self.err(e))?;
+        let input = SequentialSliceOfVecs::new(&self.pending[..], channels, avail)
+            .map_err(|e| self.err(e))?;
         let out_len = self.out[0].len();
-        let mut output =
-            SequentialSliceOfVecs::new_mut(&mut self.out[..], channels, out_len).map_err(|e| DecodeError::Resample {
+        let mut output = SequentialSliceOfVecs::new_mut(&mut self.out[..], channels, out_len)
+            .map_err(|e| DecodeError::Resample {
                 from: self.from,
                 to: self.to,
                 reason: e.to_string(),

@@ -60,14 +60,19 @@ impl FeatureStage {
         if let Some(p) = plans.get(&rate) {
             return Ok(Arc::clone(p));
         }
-        let dsp = self.cfg.to_dsp(rate as f64).map_err(|e| FeatureError::Config {
-            rate,
-            source: DspError::InvalidConfig {
-                key: "features",
-                reason: format!("{e:#}"),
-            },
-        })?;
-        let plan = Arc::new(FeaturePlan::new(&dsp).map_err(|source| FeatureError::Config { rate, source })?);
+        let dsp = self
+            .cfg
+            .to_dsp(rate as f64)
+            .map_err(|e| FeatureError::Config {
+                rate,
+                source: DspError::InvalidConfig {
+                    key: "features",
+                    reason: format!("{e:#}"),
+                },
+            })?;
+        let plan = Arc::new(
+            FeaturePlan::new(&dsp).map_err(|source| FeatureError::Config { rate, source })?,
+        );
         plans.insert(rate, Arc::clone(&plan));
         Ok(plan)
     }

@@ -51,7 +51,9 @@ impl FetchError {
 pub fn stat(path: &Path) -> Result<InputFacts, FetchError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FetchError::Missing(path.into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FetchError::Missing(path.into()))
+        }
         Err(source) => {
             return Err(FetchError::Io {
                 path: path.into(),

@@ -39,7 +39,11 @@ pub fn expand(inputs: &[String], exclude: &[PathBuf]) -> Result<Expanded> {
                     continue;
                 }
                 let p = Path::new(line);
-                let p = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+                let p = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    base.join(p)
+                };
                 add_path(&p.to_string_lossy(), &exclude, &mut found, &mut warnings)?;
             }
         } else {
@@ -111,7 +115,8 @@ fn walk_dir(dir: &Path, exclude: &[PathBuf], found: &mut BTreeMap<PathBuf, ItemR
         .into_iter()
         .filter_entry(|e| {
             let hidden = e.depth() > 0 && e.file_name().to_string_lossy().starts_with('.');
-            let excluded = e.file_type().is_dir() && exclude.iter().any(|x| absolute(e.path()) == *x);
+            let excluded =
+                e.file_type().is_dir() && exclude.iter().any(|x| absolute(e.path()) == *x);
             !hidden && !excluded
         });
     for entry in walker.flatten() {
@@ -132,7 +137,13 @@ mod tests {
         let d = dir.path();
         std::fs::create_dir_all(d.join("a/b")).unwrap();
         std::fs::create_dir_all(d.join("out")).unwrap();
-        for f in ["a/1.wav", "a/b/2.flac", "a/.hidden.wav", "3.mp3", "out/x.npy"] {
+        for f in [
+            "a/1.wav",
+            "a/b/2.flac",
+            "a/.hidden.wav",
+            "3.mp3",
+            "out/x.npy",
+        ] {
             std::fs::write(d.join(f), b"x").unwrap();
         }
         std::fs::write(d.join("list.txt"), "# comment\n3.mp3\n\nmissing.wav\n").unwrap();
@@ -146,9 +157,18 @@ mod tests {
         let names: Vec<String> = got
             .items
             .iter()
-            .map(|i| i.source.strip_prefix(absolute(d)).unwrap().to_string_lossy().into_owned())
+            .map(|i| {
+                i.source
+                    .strip_prefix(absolute(d))
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
-        assert_eq!(names, vec!["3.mp3", "a/1.wav", "a/b/2.flac", "list.txt", "missing.wav"]);
+        assert_eq!(
+            names,
+            vec!["3.mp3", "a/1.wav", "a/b/2.flac", "list.txt", "missing.wav"]
+        );
         let got = expand(&[format!("{}/*.ogg", d.display())], &[]).unwrap();
         assert!(got.items.is_empty());
         assert_eq!(got.warnings.len(), 1);

@@ -28,7 +28,8 @@ impl ItemRef {
 
 /// The absolute form of `path`: canonical if it exists, else lexically joined to the cwd.
 pub fn absolute(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
 /// Derives the element id of a source from its absolute path.
@@ -94,14 +95,25 @@ mod tests {
     fn element_ids_are_safe_stable_and_distinct() {
         let a = element_id(Path::new("/data/x/song one.wav"));
         let b = element_id(Path::new("/data/y/song one.wav"));
-        assert!(a.starts_with("song_one-") && a.len() == "song_one-".len() + 16, "{a}");
+        assert!(
+            a.starts_with("song_one-") && a.len() == "song_one-".len() + 16,
+            "{a}"
+        );
         assert_ne!(a, b);
         assert_eq!(a, element_id(Path::new("/data/x/song one.wav")));
         let weird = element_id(Path::new("/d/../..;rm -rf ~.mp3"));
-        assert!(weird.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)), "{weird}");
+        assert!(
+            weird
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+            "{weird}"
+        );
         assert!(!weird.starts_with('.'));
         let long = element_id(Path::new(&format!("/d/{}.wav", "é".repeat(100))));
         assert!(long.len() <= MAX_STEM + 17);
-        assert!(element_id(Path::new("/d/.wav")).starts_with("wav-") || element_id(Path::new("/d/.wav")).starts_with("item-"));
+        assert!(
+            element_id(Path::new("/d/.wav")).starts_with("wav-")
+                || element_id(Path::new("/d/.wav")).starts_with("item-")
+        );
     }
 }

@@ -7,7 +7,11 @@ use klio_edge::cli::Cli;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Decoder libraries log container quirks at info/warn; item outcomes are our own lines.
-    let default = if cli.quiet { "error" } else { "info,symphonia=error,symphonia_core=error,symphonia_adapter_libopus=error" };
+    let default = if cli.quiet {
+        "error"
+    } else {
+        "info,symphonia=error,symphonia_core=error,symphonia_adapter_libopus=error"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KLIO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

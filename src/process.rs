@@ -141,11 +141,12 @@ struct ItemReport {
 /// recorded and counted.
 pub fn run(cfg: &Config, req: &ProcessRequest) -> Result<Summary> {
     let started = Instant::now();
-    let expanded = crate::inputs::expand(&req.inputs, &[req.out_dir.clone()])?;
+    let expanded = crate::inputs::expand(&req.inputs, std::slice::from_ref(&req.out_dir))?;
     for w in &expanded.warnings {
         tracing::warn!("{w}");
     }
-    let sink = Sink::open(&req.out_dir).with_context(|| format!("output folder {}", req.out_dir.display()))?;
+    let sink = Sink::open(&req.out_dir)
+        .with_context(|| format!("output folder {}", req.out_dir.display()))?;
     let mut ledger = Ledger::open(&req.ledger)?;
     let recovered = ledger.recover_running()?;
     if recovered > 0 {
@@ -201,12 +202,23 @@ pub fn run(cfg: &Config, req: &ProcessRequest) -> Result<Summary> {
                 }
                 Outcome::Failed | Outcome::GaveUp => {
                     counts.failed += 1;
-                    let e = r.error.as_ref().map_or(String::new(), |e| format!("[{}] {}", e.kind, e.message));
+                    let e = r
+                        .error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("[{}] {}", e.kind, e.message));
                     if r.outcome == Outcome::GaveUp {
                         gave_up += 1;
-                        format!("gave up  {} ({}): out of attempts; last error {e}", r.item.element, r.item.source.display())
+                        format!(
+                            "gave up  {} ({}): out of attempts; last error {e}",
+                            r.item.element,
+                            r.item.source.display()
+                        )
                     } else {
-                        format!("failed   {} ({}): {e}", r.item.element, r.item.source.display())
+                        format!(
+                            "failed   {} ({}): {e}",
+                            r.item.element,
+                            r.item.source.display()
+                        )
                     }
                 }
             };
@@ -216,7 +228,11 @@ pub fn run(cfg: &Config, req: &ProcessRequest) -> Result<Summary> {
                         b.println(&line);
                     }
                     b.inc(1);
-                    b.set_message(format!("{:.2} h audio, {} failed", audio_s / 3600.0, counts.failed));
+                    b.set_message(format!(
+                        "{:.2} h audio, {} failed",
+                        audio_s / 3600.0,
+                        counts.failed
+                    ));
                 }
                 None if !req.quiet => {
                     if matches!(r.outcome, Outcome::Failed | Outcome::GaveUp) {
@@ -258,8 +274,10 @@ fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]",
+        )
+        .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     Some(bar)
@@ -281,7 +299,9 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
     let t_fetch = Instant::now();
     let mut facts = match fetch::stat(&item.source) {
         Ok(f) => f,
-        Err(e) => return fail_before_claim(ctx, &item, &source, InputFacts::default(), e.into(), report),
+        Err(e) => {
+            return fail_before_claim(ctx, &item, &source, InputFacts::default(), e.into(), report)
+        }
     };
     let row = match ctx.ledger().get(&item.element) {
         Ok(r) => r,
@@ -297,13 +317,21 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
         }
     };
     let done_here = |row: &crate::ledger::ItemRow| {
-        row.state == "done" && row.config_hash == ctx.config_hash && ctx.sink.has_outputs(&item.element)
+        row.state == "done"
+            && row.config_hash == ctx.config_hash
+            && ctx.sink.has_outputs(&item.element)
     };
     // Fast path: same size and mtime as a done row means the same input (as make and rsync assume).
     if let Some(r) = &row {
-        if !ctx.force && done_here(r) && r.input_size == facts.size && r.input_mtime_ns == facts.mtime_ns {
+        if !ctx.force
+            && done_here(r)
+            && r.input_size == facts.size
+            && r.input_mtime_ns == facts.mtime_ns
+        {
             facts.hash = r.input_hash.clone();
-            let _ = ctx.ledger().note(ctx.run_id, &item.element, "skipped", &facts);
+            let _ = ctx
+                .ledger()
+                .note(ctx.run_id, &item.element, "skipped", &facts);
             return report(Outcome::Skipped, 0.0, None);
         }
     }
@@ -314,11 +342,19 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
     if let Some(r) = &row {
         let same_input = r.input_hash == facts.hash && r.config_hash == ctx.config_hash;
         if !ctx.force && same_input && done_here(r) {
-            let _ = ctx.ledger().note(ctx.run_id, &item.element, "skipped", &facts);
+            let _ = ctx
+                .ledger()
+                .note(ctx.run_id, &item.element, "skipped", &facts);
             return report(Outcome::Skipped, 0.0, None);
         }
-        if !ctx.force && same_input && r.state == "failed" && r.attempts >= ctx.cfg.run.max_attempts as i64 {
-            let _ = ctx.ledger().note(ctx.run_id, &item.element, "gave_up", &facts);
+        if !ctx.force
+            && same_input
+            && r.state == "failed"
+            && r.attempts >= ctx.cfg.run.max_attempts as i64
+        {
+            let _ = ctx
+                .ledger()
+                .note(ctx.run_id, &item.element, "gave_up", &facts);
             let error = ItemError {
                 kind: "gave_up",
                 message: format!(
@@ -331,10 +367,14 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
         }
     }
     let fetch_ms = ms(t_fetch.elapsed());
-    if let Err(e) = ctx
-        .ledger()
-        .claim(ctx.run_id, &item.element, &source, &facts, &ctx.config_hash, ctx.force)
-    {
+    if let Err(e) = ctx.ledger().claim(
+        ctx.run_id,
+        &item.element,
+        &source,
+        &facts,
+        &ctx.config_hash,
+        ctx.force,
+    ) {
         return report(
             Outcome::Failed,
             0.0,
@@ -348,20 +388,27 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
     let result = decode_and_write(ctx, &item, &facts, &mut stage_ms);
     let mut ledger = ctx.ledger();
     match result {
-        Ok((audio_s, outputs)) => match ledger.done(ctx.run_id, &item.element, audio_s, &stage_ms, &outputs) {
-            Ok(()) => report(Outcome::Done, audio_s, None),
-            Err(e) => report(
-                Outcome::Failed,
-                audio_s,
-                Some(ItemError {
-                    kind: "ledger",
-                    message: format!("{e:#}"),
-                }),
-            ),
-        },
+        Ok((audio_s, outputs)) => {
+            match ledger.done(ctx.run_id, &item.element, audio_s, &stage_ms, &outputs) {
+                Ok(()) => report(Outcome::Done, audio_s, None),
+                Err(e) => report(
+                    Outcome::Failed,
+                    audio_s,
+                    Some(ItemError {
+                        kind: "ledger",
+                        message: format!("{e:#}"),
+                    }),
+                ),
+            }
+        }
         Err(err) => {
-            if let Err(e) = ledger.failed(ctx.run_id, &item.element, err.kind, &err.message, &stage_ms) {
-                tracing::error!("cannot record failure of {} in the ledger: {e:#}", item.element);
+            if let Err(e) =
+                ledger.failed(ctx.run_id, &item.element, err.kind, &err.message, &stage_ms)
+            {
+                tracing::error!(
+                    "cannot record failure of {} in the ledger: {e:#}",
+                    item.element
+                );
             }
             report(Outcome::Failed, 0.0, Some(err))
         }
@@ -378,10 +425,28 @@ fn fail_before_claim(
 ) -> ItemReport {
     let mut ledger = ctx.ledger();
     let recorded = ledger
-        .claim(ctx.run_id, &item.element, source, &facts, &ctx.config_hash, false)
-        .and_then(|_| ledger.failed(ctx.run_id, &item.element, err.kind, &err.message, &json!({})));
+        .claim(
+            ctx.run_id,
+            &item.element,
+            source,
+            &facts,
+            &ctx.config_hash,
+            false,
+        )
+        .and_then(|_| {
+            ledger.failed(
+                ctx.run_id,
+                &item.element,
+                err.kind,
+                &err.message,
+                &json!({}),
+            )
+        });
     if let Err(e) = recorded {
-        tracing::error!("cannot record failure of {} in the ledger: {e:#}", item.element);
+        tracing::error!(
+            "cannot record failure of {} in the ledger: {e:#}",
+            item.element
+        );
     }
     report(Outcome::Failed, 0.0, Some(err))
 }

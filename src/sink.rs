@@ -161,7 +161,10 @@ impl Drop for Sink {
     }
 }
 
-fn write_synced(path: &Path, body: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>) -> std::io::Result<()> {
+fn write_synced(
+    path: &Path,
+    body: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let file = File::create(path)?;
     {
         let mut w = BufWriter::with_capacity(1 << 16, &file);
@@ -210,9 +213,12 @@ mod tests {
             feature: Feature::Mfcc,
             ..f.clone()
         };
-        sink.write_item("e", &[f.clone(), g], &serde_json::json!({"a": 1})).unwrap();
+        sink.write_item("e", &[f.clone(), g], &serde_json::json!({"a": 1}))
+            .unwrap();
         assert!(dir.path().join("e/mfcc.npy").exists());
-        let names = sink.write_item("e", &[f], &serde_json::json!({"a": 2})).unwrap();
+        let names = sink
+            .write_item("e", &[f], &serde_json::json!({"a": 2}))
+            .unwrap();
         assert_eq!(names, vec!["mel.npy", "meta.json"]);
         let mut listed: Vec<_> = fs::read_dir(dir.path().join("e"))
             .unwrap()
@@ -223,7 +229,10 @@ mod tests {
         let npy = npyz::NpyFile::new(File::open(dir.path().join("e/mel.npy")).unwrap()).unwrap();
         assert_eq!(npy.shape(), &[2, 3]);
         // Frame-major [t][d] becomes C-order [d][t].
-        assert_eq!(npy.into_vec::<f32>().unwrap(), vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
+        assert_eq!(
+            npy.into_vec::<f32>().unwrap(),
+            vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0]
+        );
         sink.close();
         assert!(!dir.path().join(TMP_DIR).exists());
     }

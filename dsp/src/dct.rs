@@ -19,7 +19,10 @@ impl DctPlan {
     /// [`DspError::InvalidConfig`] if `n_out` is 0 or above `n_in`, or `lifter` is negative.
     pub fn new(n_in: usize, n_out: usize, lifter: f64) -> Result<Self, DspError> {
         if n_out == 0 || n_out > n_in {
-            return Err(invalid("n_mfcc", format!("{n_out} is not in 1..=n_mels ({n_in})")));
+            return Err(invalid(
+                "n_mfcc",
+                format!("{n_out} is not in 1..=n_mels ({n_in})"),
+            ));
         }
         if !(lifter >= 0.0 && lifter.is_finite()) {
             return Err(invalid("lifter", format!("{lifter} must be >= 0")));
@@ -27,7 +30,11 @@ impl DctPlan {
         let n = n_in as f64;
         let mut matrix = Vec::with_capacity(n_in * n_out);
         for k in 0..n_out {
-            let scale = if k == 0 { (1.0 / n).sqrt() } else { (2.0 / n).sqrt() };
+            let scale = if k == 0 {
+                (1.0 / n).sqrt()
+            } else {
+                (2.0 / n).sqrt()
+            };
             let lift = if lifter > 0.0 {
                 1.0 + (lifter / 2.0) * (std::f64::consts::PI * (k + 1) as f64 / lifter).sin()
             } else {
@@ -38,7 +45,11 @@ impl DctPlan {
                 matrix.push((scale * c * lift) as f32);
             }
         }
-        Ok(DctPlan { n_in, n_out, matrix })
+        Ok(DctPlan {
+            n_in,
+            n_out,
+            matrix,
+        })
     }
 
     /// Number of coefficients produced per frame.
@@ -71,12 +82,19 @@ mod tests {
         let mut y = vec![f32::NAN; n];
         plan.process(&x, &mut y);
         for (k, &yk) in y.iter().enumerate() {
-            let f = if k == 0 { (1.0 / (4.0 * n as f64)).sqrt() } else { (1.0 / (2.0 * n as f64)).sqrt() };
+            let f = if k == 0 {
+                (1.0 / (4.0 * n as f64)).sqrt()
+            } else {
+                (1.0 / (2.0 * n as f64)).sqrt()
+            };
             let want: f64 = 2.0
                 * f
                 * (0..n)
                     .map(|i| {
-                        x[i] as f64 * (std::f64::consts::PI * k as f64 * (2 * i + 1) as f64 / (2.0 * n as f64)).cos()
+                        x[i] as f64
+                            * (std::f64::consts::PI * k as f64 * (2 * i + 1) as f64
+                                / (2.0 * n as f64))
+                                .cos()
                     })
                     .sum::<f64>();
             assert!((yk as f64 - want).abs() < 1e-4, "k {k}: {yk} vs {want}");

@@ -12,7 +12,9 @@ pub enum DspError {
         reason: String,
     },
     /// The signal yields no frame (empty, or shorter than `n_fft` without centre padding).
-    #[error("signal too short: {samples} samples give no frame with n_fft {n_fft} (center {center})")]
+    #[error(
+        "signal too short: {samples} samples give no frame with n_fft {n_fft} (center {center})"
+    )]
     TooShort {
         /// Number of samples received.
         samples: u64,

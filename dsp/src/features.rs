@@ -128,7 +128,8 @@ impl FeaturePlan {
             return Err(invalid("features", "at least one feature is needed"));
         }
         let stft = StftPlan::new(&cfg.stft)?;
-        let needs_mel = cfg.wants(Feature::Mel) || cfg.wants(Feature::LogMel) || cfg.wants(Feature::Mfcc);
+        let needs_mel =
+            cfg.wants(Feature::Mel) || cfg.wants(Feature::LogMel) || cfg.wants(Feature::Mfcc);
         let mel = if needs_mel {
             Some(MelPlan::new(&MelConfig {
                 sample_rate_hz: cfg.sample_rate_hz,
@@ -146,7 +147,7 @@ impl FeaturePlan {
             return Err(invalid("amin", format!("{} must be > 0", cfg.db.amin)));
         }
         if let Some(t) = cfg.db.top_db {
-            if !(t >= 0.0) {
+            if t.is_nan() || t < 0.0 {
                 return Err(invalid("top_db", format!("{t} must be >= 0")));
             }
         }
@@ -308,7 +309,9 @@ impl FeatureStream {
                 mel,
             } = state;
             framer.push(samples, |frame| {
-                process_frame(plan, frame, scratch, spectrum, mel_frame, magnitude, power, mel)
+                process_frame(
+                    plan, frame, scratch, spectrum, mel_frame, magnitude, power, mel,
+                )
             });
         }
         Ok(())
@@ -353,7 +356,10 @@ impl FeatureStream {
         let take = |f: fn(&mut ChannelState) -> Vec<f32>, chans: &mut Vec<ChannelState>| {
             chans.iter_mut().map(f).collect::<Vec<_>>()
         };
-        let mut magnitude = Some(take(|c| std::mem::take(&mut c.magnitude), &mut self.channels));
+        let mut magnitude = Some(take(
+            |c| std::mem::take(&mut c.magnitude),
+            &mut self.channels,
+        ));
         let mut power = Some(take(|c| std::mem::take(&mut c.power), &mut self.channels));
         let mel = take(|c| std::mem::take(&mut c.mel), &mut self.channels);
 
@@ -363,7 +369,11 @@ impl FeatureStream {
             let mut all: Vec<f32> = mel.concat();
             power_to_db_in_place(&mut all, &cfg.db);
             let per = frames * cfg.n_mels;
-            Some(all.chunks_exact(per).map(<[f32]>::to_vec).collect::<Vec<_>>())
+            Some(
+                all.chunks_exact(per)
+                    .map(<[f32]>::to_vec)
+                    .collect::<Vec<_>>(),
+            )
         } else {
             None
         };
@@ -372,7 +382,10 @@ impl FeatureStream {
                 lm.iter()
                     .map(|ch| {
                         let mut out = vec![0.0; frames * dct.n_out()];
-                        for (src, dst) in ch.chunks_exact(cfg.n_mels).zip(out.chunks_exact_mut(dct.n_out())) {
+                        for (src, dst) in ch
+                            .chunks_exact(cfg.n_mels)
+                            .zip(out.chunks_exact_mut(dct.n_out()))
+                        {
                             dct.process(src, dst);
                         }
                         out
@@ -420,15 +433,18 @@ fn process_frame(
 ) {
     let cfg = &plan.cfg;
     if cfg.wants(Feature::Magnitude) {
-        plan.stft.spectrum(frame, SpectrumKind::Magnitude, spectrum, scratch);
+        plan.stft
+            .spectrum(frame, SpectrumKind::Magnitude, spectrum, scratch);
         magnitude.extend_from_slice(spectrum);
     }
     if cfg.wants(Feature::Power) {
-        plan.stft.spectrum(frame, SpectrumKind::Power, spectrum, scratch);
+        plan.stft
+            .spectrum(frame, SpectrumKind::Power, spectrum, scratch);
         power.extend_from_slice(spectrum);
     }
     if let Some(mel_plan) = &plan.mel {
-        plan.stft.spectrum(frame, cfg.mel_spectrum, spectrum, scratch);
+        plan.stft
+            .spectrum(frame, cfg.mel_spectrum, spectrum, scratch);
         mel_plan.project(spectrum, mel_frame);
         mel.extend_from_slice(mel_frame);
     }
@@ -442,7 +458,8 @@ mod tests {
         (0..n)
             .map(|i| {
                 let t = i as f32 / 16000.0;
-                (2.0 * std::f32::consts::PI * 440.0 * t).sin() * 0.5 + ((i * 7919) % 101) as f32 / 1000.0
+                (2.0 * std::f32::consts::PI * 440.0 * t).sin() * 0.5
+                    + ((i * 7919) % 101) as f32 / 1000.0
             })
             .collect()
     }
@@ -478,9 +495,15 @@ mod tests {
     fn nan_and_empty_are_errors() {
         let plan = Arc::new(FeaturePlan::new(&FeatureConfig::librosa_defaults(22050.0)).unwrap());
         let mut s = FeatureStream::new(Arc::clone(&plan), 1);
-        assert!(matches!(s.push(&[&[0.0, f32::NAN]]), Err(DspError::NonFinite { index: 1 })));
+        assert!(matches!(
+            s.push(&[&[0.0, f32::NAN]]),
+            Err(DspError::NonFinite { index: 1 })
+        ));
         let s = FeatureStream::new(plan, 1);
-        assert!(matches!(s.finish(), Err(DspError::TooShort { samples: 0, .. })));
+        assert!(matches!(
+            s.finish(),
+            Err(DspError::TooShort { samples: 0, .. })
+        ));
     }
 
     #[test]

@@ -98,10 +98,16 @@ impl MelPlan {
     pub fn new(cfg: &MelConfig) -> Result<Self, DspError> {
         let sr = cfg.sample_rate_hz;
         if !(sr.is_finite() && sr > 0.0) {
-            return Err(invalid("sample_rate_hz", format!("{sr} is not a positive rate")));
+            return Err(invalid(
+                "sample_rate_hz",
+                format!("{sr} is not a positive rate"),
+            ));
         }
         if cfg.n_mels == 0 || cfg.n_mels > 4096 {
-            return Err(invalid("n_mels", format!("{} is not in 1..=4096", cfg.n_mels)));
+            return Err(invalid(
+                "n_mels",
+                format!("{} is not in 1..=4096", cfg.n_mels),
+            ));
         }
         let fmax = cfg.fmax_hz.unwrap_or(sr / 2.0);
         if !(cfg.fmin_hz >= 0.0 && cfg.fmin_hz < fmax) {
@@ -120,10 +126,18 @@ impl MelPlan {
         let fftfreqs: Vec<f64> = (0..n_bins)
             .map(|k| k as f64 * (sr / 2.0) / (n_bins - 1) as f64)
             .collect();
-        let (mmin, mmax) = (hz_to_mel(cfg.fmin_hz, cfg.scale), hz_to_mel(fmax, cfg.scale));
+        let (mmin, mmax) = (
+            hz_to_mel(cfg.fmin_hz, cfg.scale),
+            hz_to_mel(fmax, cfg.scale),
+        );
         let n_pts = cfg.n_mels + 2;
         let mel_f: Vec<f64> = (0..n_pts)
-            .map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (n_pts - 1) as f64, cfg.scale))
+            .map(|i| {
+                mel_to_hz(
+                    mmin + (mmax - mmin) * i as f64 / (n_pts - 1) as f64,
+                    cfg.scale,
+                )
+            })
             .collect();
         let mut bands = Vec::with_capacity(cfg.n_mels);
         for i in 0..cfg.n_mels {
@@ -205,7 +219,10 @@ mod tests {
         for scale in [MelScale::Slaney, MelScale::Htk] {
             for f in [0.0, 100.0, 999.0, 1000.0, 4000.0, 22050.0] {
                 let back = mel_to_hz(hz_to_mel(f, scale), scale);
-                assert!((back - f).abs() < 1e-6 * (1.0 + f), "{scale:?} {f} -> {back}");
+                assert!(
+                    (back - f).abs() < 1e-6 * (1.0 + f),
+                    "{scale:?} {f} -> {back}"
+                );
             }
         }
         // Known values from librosa.

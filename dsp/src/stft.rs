@@ -95,10 +95,16 @@ impl StftConfig {
 
     fn validate(&self) -> Result<(), DspError> {
         if self.n_fft < 2 || self.n_fft > 1 << 20 {
-            return Err(invalid("n_fft", format!("{} is not in 2..=1048576", self.n_fft)));
+            return Err(invalid(
+                "n_fft",
+                format!("{} is not in 2..=1048576", self.n_fft),
+            ));
         }
         if self.hop_length == 0 || self.hop_length > 1 << 20 {
-            return Err(invalid("hop_length", format!("{} is not in 1..=1048576", self.hop_length)));
+            return Err(invalid(
+                "hop_length",
+                format!("{} is not in 1..=1048576", self.hop_length),
+            ));
         }
         if self.win_length == 0 || self.win_length > self.n_fft {
             return Err(invalid(
@@ -164,7 +170,13 @@ impl StftPlan {
     ///
     /// # Panics
     /// If `frame.len() != n_fft` or `out.len() != n_bins`.
-    pub fn spectrum(&self, frame: &[f32], kind: SpectrumKind, out: &mut [f32], s: &mut StftScratch) {
+    pub fn spectrum(
+        &self,
+        frame: &[f32],
+        kind: SpectrumKind,
+        out: &mut [f32],
+        s: &mut StftScratch,
+    ) {
         assert_eq!(frame.len(), self.cfg.n_fft);
         assert_eq!(out.len(), self.cfg.n_bins());
         for ((dst, &x), &w) in s.frame.iter_mut().zip(frame).zip(&self.window) {
@@ -390,7 +402,9 @@ mod tests {
 
     #[test]
     fn streamed_frames_equal_whole_signal_frames_for_any_block_size() {
-        let x: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        let x: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+            .collect();
         for &(n_fft, hop) in &[(16usize, 4usize), (400, 160), (64, 100), (2048, 512)] {
             for &center in &[true, false] {
                 for &pad_mode in &[PadMode::Constant, PadMode::Reflect] {
@@ -434,7 +448,9 @@ mod tests {
         let mut state = 12345u64;
         let frame: Vec<f32> = (0..64)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) as f32
             })
             .collect();
@@ -452,7 +468,10 @@ mod tests {
                 im += x * ph.sin();
             }
             let want = re * re + im * im;
-            assert!((got as f64 - want).abs() <= 1e-5 * (1.0 + want), "bin {k}: {got} vs {want}");
+            assert!(
+                (got as f64 - want).abs() <= 1e-5 * (1.0 + want),
+                "bin {k}: {got} vs {want}"
+            );
         }
     }
 

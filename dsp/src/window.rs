@@ -62,7 +62,10 @@ mod tests {
     #[test]
     fn names_parse() {
         assert_eq!(WindowKind::from_name("hann"), Some(WindowKind::Hann));
-        assert_eq!(WindowKind::from_name("boxcar"), Some(WindowKind::Rectangular));
+        assert_eq!(
+            WindowKind::from_name("boxcar"),
+            Some(WindowKind::Rectangular)
+        );
         assert_eq!(WindowKind::from_name("kaiser"), None);
     }
 }

@@ -86,7 +86,8 @@ impl Ledger {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create folder {}", parent.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| format!("cannot open ledger {}", path.display()))?;
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open ledger {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         check_pragma(&conn, "journal_mode = WAL", "journal_mode", "wal")?;
         Self::setup(conn).with_context(|| format!("ledger {}", path.display()))
@@ -109,14 +110,17 @@ impl Ledger {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let current: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let newest = MIGRATIONS.last().map_or(0, |m| m.0);
         if current > newest {
             bail!("ledger schema version {current} is newer than this klio-edge knows ({newest}); upgrade klio-edge");
         }
         for &(version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let tx = self.conn.transaction()?;
-            tx.execute_batch(sql).with_context(|| format!("migration {version}"))?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("migration {version}"))?;
             tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;
             tx.commit()?;
         }
@@ -216,7 +220,11 @@ impl Ledger {
             )
             .optional()?;
         let attempts = match prev {
-            Some((h, c, a, state)) if !reset && state != "done" && h == input.hash && c == config_hash => a + 1,
+            Some((h, c, a, state))
+                if !reset && state != "done" && h == input.hash && c == config_hash =>
+            {
+                a + 1
+            }
             _ => 1,
         };
         tx.execute(
@@ -295,7 +303,15 @@ impl Ledger {
             ),
             params![element, kind, message, stage],
         )?;
-        Self::history(&tx, run_id, element, "failed", Some(kind), Some(message), Some(&stage))?;
+        Self::history(
+            &tx,
+            run_id,
+            element,
+            "failed",
+            Some(kind),
+            Some(message),
+            Some(&stage),
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -304,7 +320,13 @@ impl Ledger {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn note(&mut self, run_id: i64, element: &str, state: &str, input: &InputFacts) -> Result<()> {
+    pub fn note(
+        &mut self,
+        run_id: i64,
+        element: &str,
+        state: &str,
+        input: &InputFacts,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         if state == "skipped" {
             // Remember the current mtime so the next run's fast path can skip hashing.
@@ -381,12 +403,31 @@ impl Ledger {
     /// # Errors
     /// SQLite errors.
     #[allow(clippy::type_complexity)]
-    pub fn runs(&self, limit: usize) -> Result<Vec<(i64, String, Option<String>, Option<i64>, Option<i64>, Option<i64>)>> {
+    pub fn runs(
+        &self,
+        limit: usize,
+    ) -> Result<
+        Vec<(
+            i64,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        )>,
+    > {
         let mut stmt = self.conn.prepare(
             "SELECT id, started_at, finished_at, done, skipped, failed FROM runs ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -407,7 +448,10 @@ mod tests {
     #[test]
     fn migrations_apply_to_a_fresh_database() {
         let l = Ledger::open_in_memory().unwrap();
-        let v: i64 = l.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = l
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, MIGRATIONS.last().unwrap().0);
     }
 
@@ -415,7 +459,10 @@ mod tests {
     fn file_ledger_is_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
-        let mode: String = l.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = l
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         drop(l);
         // Reopening applies no migration twice.
@@ -427,20 +474,35 @@ mod tests {
         let mut l = Ledger::open_in_memory().unwrap();
         let run = l.begin_run("test", "c1").unwrap();
         let j = serde_json::json!({});
-        assert_eq!(l.claim(run, "e", "/x", &facts("h1"), "c1", false).unwrap(), 1);
+        assert_eq!(
+            l.claim(run, "e", "/x", &facts("h1"), "c1", false).unwrap(),
+            1
+        );
         l.failed(run, "e", "corrupt", "bad", &j).unwrap();
-        assert_eq!(l.claim(run, "e", "/x", &facts("h1"), "c1", false).unwrap(), 2);
+        assert_eq!(
+            l.claim(run, "e", "/x", &facts("h1"), "c1", false).unwrap(),
+            2
+        );
         // A crash leaves it running; recovery marks it failed, keeping the attempt.
         assert_eq!(l.recover_running().unwrap(), 1);
         let row = l.get("e").unwrap().unwrap();
-        assert_eq!((row.state.as_str(), row.error_kind.as_deref(), row.attempts), ("failed", Some("interrupted"), 2));
+        assert_eq!(
+            (row.state.as_str(), row.error_kind.as_deref(), row.attempts),
+            ("failed", Some("interrupted"), 2)
+        );
         // A new input starts over.
-        assert_eq!(l.claim(run, "e", "/x", &facts("h2"), "c1", false).unwrap(), 1);
+        assert_eq!(
+            l.claim(run, "e", "/x", &facts("h2"), "c1", false).unwrap(),
+            1
+        );
         l.done(run, "e", 1.5, &j, &["mel.npy".into()]).unwrap();
         let row = l.get("e").unwrap().unwrap();
         assert_eq!((row.state.as_str(), row.attempts), ("done", 0));
         assert_eq!(l.counts().unwrap(), vec![("done".to_string(), 1)]);
-        let hist: i64 = l.conn.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0)).unwrap();
+        let hist: i64 = l
+            .conn
+            .query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(hist, 2);
     }
 }

@@ -40,19 +40,30 @@ pub fn process(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     all.extend_from_slice(args);
     let o = klio(dir, &all);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("no JSON summary ({e}): stdout {stdout:?} stderr {}", stderr(&o)));
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}): stdout {stdout:?} stderr {}",
+            stderr(&o)
+        )
+    });
     (o.status.code().unwrap_or(-1), summary)
 }
 
 pub fn count(summary: &serde_json::Value, key: &str) -> u64 {
-    summary[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {summary}"))
+    summary[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {summary}"))
 }
 
 pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let npy = npyz::NpyFile::new(std::io::BufReader::new(f)).unwrap();
-    assert_eq!(npy.order(), npyz::Order::C, "{}: C order expected", path.display());
+    assert_eq!(
+        npy.order(),
+        npyz::Order::C,
+        "{}: C order expected",
+        path.display()
+    );
     let shape = npy.shape().iter().map(|&d| d as usize).collect();
     (shape, npy.into_vec::<f32>().unwrap())
 }
