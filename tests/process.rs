@@ -391,3 +391,19 @@ fn config_commands_and_exit_codes() {
     let o = klio(d, &["ledger", "status", "--ledger", "nope.sqlite"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn readme_quick_start_processes_the_shipped_examples_with_default_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/audio");
+    let (code, s) = process(
+        dir.path(),
+        &[examples.to_str().unwrap(), "--out", "features"],
+    );
+    assert_eq!(
+        (code, count(&s, "done"), count(&s, "failed")),
+        (0, 2, 0),
+        "{s}"
+    );
+    assert!(dir.path().join("features/klio-ledger.sqlite").is_file());
+}

@@ -43,6 +43,24 @@ pub struct ItemRow {
     pub attempts: i64,
 }
 
+const ITEM_COLUMNS: &str = "element, source, input_size, input_mtime_ns, input_hash, config_hash, \
+    state, error_kind, error_message, attempts";
+
+fn item_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRow> {
+    Ok(ItemRow {
+        element: r.get(0)?,
+        source: r.get(1)?,
+        input_size: r.get(2)?,
+        input_mtime_ns: r.get(3)?,
+        input_hash: r.get(4)?,
+        config_hash: r.get(5)?,
+        state: r.get(6)?,
+        error_kind: r.get(7)?,
+        error_message: r.get(8)?,
+        attempts: r.get(9)?,
+    })
+}
+
 /// Counts of one run.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct RunCounts {
@@ -176,23 +194,9 @@ impl Ledger {
         Ok(self
             .conn
             .query_row(
-                "SELECT element, source, input_size, input_mtime_ns, input_hash, config_hash, state, \
-                 error_kind, error_message, attempts FROM items WHERE element = ?1",
+                &format!("SELECT {ITEM_COLUMNS} FROM items WHERE element = ?1"),
                 [element],
-                |r| {
-                    Ok(ItemRow {
-                        element: r.get(0)?,
-                        source: r.get(1)?,
-                        input_size: r.get(2)?,
-                        input_mtime_ns: r.get(3)?,
-                        input_hash: r.get(4)?,
-                        config_hash: r.get(5)?,
-                        state: r.get(6)?,
-                        error_kind: r.get(7)?,
-                        error_message: r.get(8)?,
-                        attempts: r.get(9)?,
-                    })
-                },
+                item_row,
             )
             .optional()?)
     }
@@ -377,24 +381,10 @@ impl Ledger {
     /// # Errors
     /// SQLite errors.
     pub fn failed_items(&self) -> Result<Vec<ItemRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT element, source, input_size, input_mtime_ns, input_hash, config_hash, state, \
-             error_kind, error_message, attempts FROM items WHERE state = 'failed' ORDER BY element",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ItemRow {
-                element: r.get(0)?,
-                source: r.get(1)?,
-                input_size: r.get(2)?,
-                input_mtime_ns: r.get(3)?,
-                input_hash: r.get(4)?,
-                config_hash: r.get(5)?,
-                state: r.get(6)?,
-                error_kind: r.get(7)?,
-                error_message: r.get(8)?,
-                attempts: r.get(9)?,
-            })
-        })?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE state = 'failed' ORDER BY element"
+        ))?;
+        let rows = stmt.query_map([], item_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
