@@ -19,7 +19,13 @@ if [ ! -d ../shared/corpus/real ]; then
   exit 1
 fi
 
-cargo test --workspace --locked "$@"
-
-# The scalar path is the only path until the SIMD issue lands; then this runs the suite again
-# with KLIO_DSP_FORCE_SCALAR=1.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals over every test binary (doc tests print 0 last otherwise).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
