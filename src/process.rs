@@ -78,6 +78,13 @@ struct ItemError {
     message: String,
 }
 
+fn ledger_error(e: &anyhow::Error) -> ItemError {
+    ItemError {
+        kind: "ledger",
+        message: format!("{e:#}"),
+    }
+}
+
 impl From<FetchError> for ItemError {
     fn from(e: FetchError) -> Self {
         ItemError {
@@ -305,16 +312,7 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
     };
     let row = match ctx.ledger().get(&item.element) {
         Ok(r) => r,
-        Err(e) => {
-            return report(
-                Outcome::Failed,
-                0.0,
-                Some(ItemError {
-                    kind: "ledger",
-                    message: format!("{e:#}"),
-                }),
-            )
-        }
+        Err(e) => return report(Outcome::Failed, 0.0, Some(ledger_error(&e))),
     };
     let done_here = |row: &crate::ledger::ItemRow| {
         row.state == "done"
@@ -375,14 +373,7 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
         &ctx.config_hash,
         ctx.force,
     ) {
-        return report(
-            Outcome::Failed,
-            0.0,
-            Some(ItemError {
-                kind: "ledger",
-                message: format!("{e:#}"),
-            }),
-        );
+        return report(Outcome::Failed, 0.0, Some(ledger_error(&e)));
     }
     let mut stage_ms = json!({ "fetch": fetch_ms });
     let result = decode_and_write(ctx, &item, &facts, &mut stage_ms);
@@ -391,14 +382,7 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
         Ok((audio_s, outputs)) => {
             match ledger.done(ctx.run_id, &item.element, audio_s, &stage_ms, &outputs) {
                 Ok(()) => report(Outcome::Done, audio_s, None),
-                Err(e) => report(
-                    Outcome::Failed,
-                    audio_s,
-                    Some(ItemError {
-                        kind: "ledger",
-                        message: format!("{e:#}"),
-                    }),
-                ),
+                Err(e) => report(Outcome::Failed, audio_s, Some(ledger_error(&e))),
             }
         }
         Err(err) => {
