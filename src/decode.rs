@@ -496,14 +496,18 @@ struct StreamResampler {
     frames_out: u64,
 }
 
+fn resample_error(from: u32, to: u32, reason: impl std::fmt::Display) -> DecodeError {
+    DecodeError::Resample {
+        from,
+        to,
+        reason: reason.to_string(),
+    }
+}
+
 impl StreamResampler {
     fn new(from: u32, to: u32, channels: usize) -> Result<Self, DecodeError> {
         let inner = Fft::<f32>::new(from as usize, to as usize, 1024, channels, FixedSync::Input)
-            .map_err(|e| DecodeError::Resample {
-            from,
-            to,
-            reason: e.to_string(),
-        })?;
+            .map_err(|e| resample_error(from, to, e))?;
         let out_max = inner.output_frames_max();
         Ok(StreamResampler {
             delay_left: inner.output_delay(),
@@ -515,14 +519,6 @@ impl StreamResampler {
             frames_in: 0,
             frames_out: 0,
         })
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> DecodeError {
-        DecodeError::Resample {
-            from: self.from,
-            to: self.to,
-            reason: e.to_string(),
-        }
     }
 
     fn push(&mut self, input: &[Vec<f32>], block: &mut [Vec<f32>]) -> Result<(), DecodeError> {
@@ -554,25 +550,17 @@ impl StreamResampler {
         let channels = self.pending.len();
         let avail = self.pending[0].len();
         let input = SequentialSliceOfVecs::new(&self.pending[..], channels, avail)
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| resample_error(self.from, self.to, e))?;
         let out_len = self.out[0].len();
         let mut output = SequentialSliceOfVecs::new_mut(&mut self.out[..], channels, out_len)
-            .map_err(|e| DecodeError::Resample {
-                from: self.from,
-                to: self.to,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| resample_error(self.from, self.to, e))?;
         let mut indexing = Indexing::new();
         indexing.input_offset = offset;
         indexing.partial_len = partial;
         let (_, n_out) = self
             .inner
             .process_into_buffer(&input, &mut output, Some(&indexing))
-            .map_err(|e| DecodeError::Resample {
-                from: self.from,
-                to: self.to,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| resample_error(self.from, self.to, e))?;
         let skip = self.delay_left.min(n_out);
         self.delay_left -= skip;
         for (dst, src) in block.iter_mut().zip(&self.out) {
@@ -593,7 +581,11 @@ impl StreamResampler {
             self.run(0, Some(0), block)?;
             guard += 1;
             if guard > 1_000 {
-                return Err(self.err("resampler does not drain"));
+                return Err(resample_error(
+                    self.from,
+                    self.to,
+                    "resampler does not drain",
+                ));
             }
         }
         let produced = self.frames_out - start_out;
