@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use klio_dsp::{
-    DbConfig, DbReference, Feature, FeatureConfig, FeaturePlan, MelNorm, MelScale, PadMode,
-    SpectrumKind, StftConfig, WindowKind,
+    DbConfig, DbReference, FbankConfig, Feature, FeatureConfig, FeaturePlan, MelNorm, MelScale,
+    PadMode, SpectrumKind, StftConfig, WindowKind,
 };
 use serde::{Deserialize, Serialize};
 
 /// Bump when a change to decoding or feature numerics must invalidate every finished item.
-pub const ALGORITHM_VERSION: u32 = 1;
+/// 2: SIMD kernels (vector log), streamed sink.
+pub const ALGORITHM_VERSION: u32 = 2;
 
 /// The name of the config file looked up in the working directory when no `--config` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "klio-edge.toml";
@@ -210,6 +211,8 @@ pub enum WindowName {
     Hamming,
     /// All ones.
     Rectangular,
+    /// Kaldi's Povey window (symmetric Hann to the power 0.85).
+    Povey,
 }
 
 /// Padding names.
@@ -220,6 +223,8 @@ pub enum PadName {
     Constant,
     /// Mirror.
     Reflect,
+    /// Repeat the edge sample.
+    Edge,
 }
 
 /// Mel scale names.
@@ -283,6 +288,69 @@ pub struct FeaturesConfig {
     pub n_mfcc: usize,
     /// Default 0 (off).
     pub lifter: f64,
+    /// Share of the spectral energy below `spectral_rolloff`. Default 0.85.
+    pub rolloff_percent: f64,
+    /// `[features.fbank]`: Kaldi fbank options (its own framing).
+    pub fbank: FbankSettings,
+}
+
+/// `[features.fbank]`: Kaldi-style filterbank options. Defaults are Kaldi's (no dither).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FbankSettings {
+    /// Default 25.
+    pub frame_length_ms: f64,
+    /// Default 10.
+    pub frame_shift_ms: f64,
+    /// Default 23 (Kaldi's; ASR front ends often use 80).
+    pub n_mels: usize,
+    /// Default 20.
+    pub low_freq_hz: f64,
+    /// Default 0 (the Nyquist frequency; negative counts down from it).
+    pub high_freq_hz: f64,
+    /// Default 0.97.
+    pub preemphasis: f64,
+    /// Default true.
+    pub remove_dc_offset: bool,
+    /// Samples are multiplied by this first. Default 32768 (Kaldi reads 16-bit PCM as integers).
+    pub sample_scale: f64,
+    /// Floor before the natural log. Default 1.1920929e-7 (f32 epsilon, Kaldi's).
+    pub log_floor: f64,
+}
+
+impl Default for FbankSettings {
+    fn default() -> Self {
+        let d = FbankConfig::default();
+        FbankSettings {
+            frame_length_ms: d.frame_length_ms,
+            frame_shift_ms: d.frame_shift_ms,
+            n_mels: d.n_mels,
+            low_freq_hz: d.low_freq_hz,
+            high_freq_hz: d.high_freq_hz,
+            preemphasis: 0.97,
+            remove_dc_offset: d.remove_dc_offset,
+            sample_scale: d.sample_scale as f64,
+            log_floor: d.log_floor as f64,
+        }
+    }
+}
+
+impl FbankSettings {
+    fn to_dsp(&self) -> FbankConfig {
+        FbankConfig {
+            frame_length_ms: self.frame_length_ms,
+            frame_shift_ms: self.frame_shift_ms,
+            n_mels: self.n_mels,
+            low_freq_hz: self.low_freq_hz,
+            high_freq_hz: self.high_freq_hz,
+            preemphasis: self.preemphasis as f32,
+            remove_dc_offset: self.remove_dc_offset,
+            window: WindowKind::Povey,
+            round_to_power_of_two: true,
+            sample_scale: self.sample_scale as f32,
+            log_floor: self.log_floor as f32,
+        }
+    }
 }
 
 impl Default for FeaturesConfig {
@@ -306,6 +374,8 @@ impl Default for FeaturesConfig {
             top_db: TopDb(Some(80.0)),
             n_mfcc: 20,
             lifter: 0.0,
+            rolloff_percent: 0.85,
+            fbank: FbankSettings::default(),
         }
     }
 }
@@ -350,11 +420,13 @@ impl FeaturesConfig {
                     WindowName::Hann => WindowKind::Hann,
                     WindowName::Hamming => WindowKind::Hamming,
                     WindowName::Rectangular => WindowKind::Rectangular,
+                    WindowName::Povey => WindowKind::Povey,
                 },
                 center: self.center,
                 pad_mode: match self.pad_mode {
                     PadName::Constant => PadMode::Constant,
                     PadName::Reflect => PadMode::Reflect,
+                    PadName::Edge => PadMode::Edge,
                 },
             },
             mel_spectrum,
@@ -379,6 +451,8 @@ impl FeaturesConfig {
             },
             n_mfcc: self.n_mfcc,
             lifter: self.lifter,
+            fbank: self.fbank.to_dsp(),
+            rolloff_percent: self.rolloff_percent,
         })
     }
 }
@@ -391,6 +465,9 @@ pub struct RunConfig {
     pub jobs: usize,
     /// A failed item is retried on later runs until it has failed this many times. Default 3.
     pub max_attempts: u32,
+    /// Feature frames of one item held in memory before they spill to a temp file beside the
+    /// outputs, in MiB. Default 256.
+    pub feature_memory_mb: u64,
 }
 
 impl Default for RunConfig {
@@ -398,6 +475,7 @@ impl Default for RunConfig {
         RunConfig {
             jobs: 0,
             max_attempts: 3,
+            feature_memory_mb: 256,
         }
     }
 }

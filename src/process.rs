@@ -449,6 +449,9 @@ fn decode_and_write(
     decode_t += t.elapsed();
     let plan = ctx.features.plan(stream.info().sample_rate_hz)?;
     let mut feats = FeatureStream::new(plan, stream.info().channels);
+    let mut writer = ctx
+        .sink
+        .begin_item(ctx.cfg.run.feature_memory_mb.saturating_mul(1 << 20));
     loop {
         let t = Instant::now();
         let block = stream.next_block()?;
@@ -456,21 +459,25 @@ fn decode_and_write(
         let Some(block) = block else { break };
         let t = Instant::now();
         let slices: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
-        feats.push(&slices).map_err(FeatureError::Signal)?;
+        feats
+            .push(&slices, &mut writer)
+            .map_err(FeatureError::Signal)?;
+        writer.check()?;
         features_t += t.elapsed();
     }
     let info = stream.into_info();
     let t = Instant::now();
-    let outputs = feats.finish().map_err(FeatureError::Signal)?;
+    let fin = feats.finish(&mut writer).map_err(FeatureError::Signal)?;
     features_t += t.elapsed();
 
     let t = Instant::now();
-    let shapes: serde_json::Map<String, serde_json::Value> = outputs
-        .iter()
-        .map(|o| {
+    let shapes: serde_json::Map<String, serde_json::Value> = fin
+        .features()
+        .into_iter()
+        .map(|f| {
             (
-                o.feature.name().to_string(),
-                json!({ "file": format!("{}.npy", o.feature.name()), "shape": o.shape(), "dtype": "float32" }),
+                f.name().to_string(),
+                json!({ "file": format!("{}.npy", f.name()), "shape": fin.shape(f), "dtype": "float32" }),
             )
         })
         .collect();
@@ -494,7 +501,7 @@ fn decode_and_write(
         "config": { "decode": ctx.cfg.decode, "features": ctx.cfg.features },
         "klio_edge_version": env!("CARGO_PKG_VERSION"),
     });
-    let names = ctx.sink.write_item(&item.element, &outputs, &meta)?;
+    let names = writer.finish(&item.element, &fin, &meta)?;
     *stage_ms = json!({
         "fetch": stage_ms["fetch"],
         "decode": ms(decode_t),

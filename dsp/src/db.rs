@@ -1,5 +1,7 @@
 //! Power to decibels, as librosa's `power_to_db`.
 
+use crate::kernels::Kernels;
+
 /// The reference power that maps to 0 dB.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DbReference {
@@ -36,23 +38,28 @@ impl Default for DbConfig {
 /// The reference (`Max`) and the clamp are taken over the whole slice, so call it once on
 /// everything that librosa would see as one array (all frames, all channels).
 pub fn power_to_db_in_place(values: &mut [f32], cfg: &DbConfig) {
-    let amin = cfg.amin;
+    power_to_db_with(Kernels::active(), values, cfg)
+}
+
+/// [`power_to_db_in_place`] with the given kernels.
+pub fn power_to_db_with(k: Kernels, values: &mut [f32], cfg: &DbConfig) {
     let ref_value = match cfg.reference {
         DbReference::Value(v) => v.abs(),
-        DbReference::Max => values.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        DbReference::Max => k.max(values),
     };
-    let offset = 10.0 * ref_value.max(amin).log10();
-    let mut max_db = f32::NEG_INFINITY;
-    for v in values.iter_mut() {
-        *v = 10.0 * v.max(amin).log10() - offset;
-        max_db = max_db.max(*v);
-    }
+    let offset = db_offset(ref_value, cfg.amin);
+    let max_db = k.log_scaled(values, cfg.amin, DB_PER_LN, -offset);
     if let Some(top_db) = cfg.top_db {
-        let floor = max_db - top_db;
-        for v in values.iter_mut() {
-            *v = v.max(floor);
-        }
+        k.clamp_affine(values, max_db - top_db, 1.0, 0.0);
     }
+}
+
+/// `10 / ln(10)`: decibels per natural-log unit of power.
+pub(crate) const DB_PER_LN: f32 = (10.0 / std::f64::consts::LN_10) as f32;
+
+/// `10 log10(max(ref, amin))`, the dB value subtracted from every entry.
+pub(crate) fn db_offset(ref_value: f32, amin: f32) -> f32 {
+    (10.0 * (ref_value.max(amin) as f64).log10()) as f32
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! norm='ortho')`), as a precomputed `n_mfcc x n_mels` matrix, with optional liftering.
 
 use crate::error::{invalid, DspError};
+use crate::kernels::Kernels;
 
 /// A precomputed truncated DCT-II matrix.
 #[derive(Debug, Clone)]
@@ -9,6 +10,7 @@ pub struct DctPlan {
     n_in: usize,
     n_out: usize,
     matrix: Vec<f32>,
+    k: Kernels,
 }
 
 impl DctPlan {
@@ -49,7 +51,14 @@ impl DctPlan {
             n_in,
             n_out,
             matrix,
+            k: Kernels::active(),
         })
+    }
+
+    /// The same plan computing with the given kernels.
+    pub fn with_kernels(mut self, k: Kernels) -> Self {
+        self.k = k;
+        self
     }
 
     /// Number of coefficients produced per frame.
@@ -65,7 +74,7 @@ impl DctPlan {
         assert_eq!(input.len(), self.n_in);
         assert_eq!(out.len(), self.n_out);
         for (o, row) in out.iter_mut().zip(self.matrix.chunks_exact(self.n_in)) {
-            *o = row.iter().zip(input).map(|(a, b)| a * b).sum();
+            *o = self.k.dot(row, input);
         }
     }
 }

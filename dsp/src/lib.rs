@@ -17,16 +17,24 @@
 
 mod db;
 mod dct;
+mod descriptors;
 mod error;
+mod fbank;
 mod features;
+pub mod kernels;
 mod mel;
 mod stft;
 mod window;
 
-pub use db::{power_to_db_in_place, DbConfig, DbReference};
+pub use db::{power_to_db_in_place, power_to_db_with, DbConfig, DbReference};
 pub use dct::DctPlan;
 pub use error::DspError;
-pub use features::{Feature, FeatureConfig, FeatureOutput, FeaturePlan, FeatureStream};
+pub use fbank::{FbankConfig, FbankPlan, FbankScratch};
+pub use features::{
+    Collector, Feature, FeatureConfig, FeatureOutput, FeaturePlan, FeatureStream, Finalizer,
+    FrameSink, Slot,
+};
+pub use kernels::{Isa, Kernels};
 pub use mel::{hz_to_mel, mel_to_hz, MelConfig, MelNorm, MelPlan, MelScale};
 pub use stft::{Framer, PadMode, SpectrumKind, StftConfig, StftPlan, StftScratch};
 pub use window::{window, WindowKind};

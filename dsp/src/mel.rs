@@ -1,6 +1,7 @@
 //! Mel filterbanks as librosa's `filters.mel` builds them, stored as sparse triangular bands.
 
 use crate::error::{invalid, DspError};
+use crate::kernels::Kernels;
 
 /// The Hz <-> mel mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +89,7 @@ pub struct MelPlan {
     cfg: MelConfig,
     bands: Vec<Band>,
     n_bins: usize,
+    k: Kernels,
 }
 
 impl MelPlan {
@@ -172,7 +174,14 @@ impl MelPlan {
             cfg: cfg.clone(),
             bands,
             n_bins,
+            k: Kernels::active(),
         })
+    }
+
+    /// The same plan computing with the given kernels.
+    pub fn with_kernels(mut self, k: Kernels) -> Self {
+        self.k = k;
+        self
     }
 
     /// The configuration this plan was built from.
@@ -204,8 +213,9 @@ impl MelPlan {
         assert_eq!(spectrum.len(), self.n_bins);
         assert_eq!(out.len(), self.bands.len());
         for (o, b) in out.iter_mut().zip(&self.bands) {
-            let s = &spectrum[b.start..b.start + b.weights.len()];
-            *o = s.iter().zip(&b.weights).map(|(x, w)| x * w).sum();
+            *o = self
+                .k
+                .dot(&spectrum[b.start..b.start + b.weights.len()], &b.weights);
         }
     }
 }

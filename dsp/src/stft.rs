@@ -11,6 +11,7 @@ use realfft::num_complex::Complex32;
 use realfft::{RealFftPlanner, RealToComplex};
 
 use crate::error::{invalid, DspError};
+use crate::kernels::Kernels;
 use crate::window::{window, WindowKind};
 
 /// How the signal is padded when `center` is on (numpy's `np.pad` modes).
@@ -20,6 +21,8 @@ pub enum PadMode {
     Constant,
     /// Mirror without repeating the edge sample.
     Reflect,
+    /// Repeat the edge sample (librosa's `zero_crossing_rate` pads this way).
+    Edge,
 }
 
 impl PadMode {
@@ -28,6 +31,7 @@ impl PadMode {
         match name {
             "constant" => Some(PadMode::Constant),
             "reflect" => Some(PadMode::Reflect),
+            "edge" => Some(PadMode::Edge),
             _ => None,
         }
     }
@@ -121,6 +125,7 @@ pub struct StftPlan {
     cfg: StftConfig,
     window: Vec<f32>,
     fft: Arc<dyn RealToComplex<f32>>,
+    k: Kernels,
 }
 
 impl std::fmt::Debug for StftPlan {
@@ -142,12 +147,21 @@ impl StftPlan {
     /// # Errors
     /// [`DspError::InvalidConfig`] naming the key that is out of range.
     pub fn new(cfg: &StftConfig) -> Result<Self, DspError> {
+        Self::with_kernels(cfg, Kernels::active())
+    }
+
+    /// As [`Self::new`], with the given kernels (tests and benches compare ISAs this way).
+    ///
+    /// # Errors
+    /// [`DspError::InvalidConfig`] naming the key that is out of range.
+    pub fn with_kernels(cfg: &StftConfig, k: Kernels) -> Result<Self, DspError> {
         cfg.validate()?;
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(cfg.n_fft);
         Ok(StftPlan {
             window: window(cfg.window, cfg.win_length, cfg.n_fft),
             cfg: cfg.clone(),
             fft,
+            k,
         })
     }
 
@@ -165,8 +179,39 @@ impl StftPlan {
         }
     }
 
-    /// Windows one frame of `n_fft` samples, transforms it and writes `n_bins` values of the
-    /// chosen reduction into `out`.
+    /// Windows one frame of `n_fft` samples and transforms it into the scratch's complex
+    /// spectrum; [`Self::reduce`] then reads it out (once per reduction, one FFT).
+    ///
+    /// # Panics
+    /// If `frame.len() != n_fft`.
+    pub fn transform(&self, frame: &[f32], s: &mut StftScratch) {
+        assert_eq!(frame.len(), self.cfg.n_fft);
+        self.k.mul(frame, &self.window, &mut s.frame);
+        self.fft
+            .process_with_scratch(&mut s.frame, &mut s.spectrum, &mut s.fft)
+            .expect("buffer sizes come from the plan");
+    }
+
+    /// The complex spectrum of the last [`Self::transform`], `n_bins` values.
+    pub fn complex<'s>(&self, s: &'s StftScratch) -> &'s [Complex32] {
+        &s.spectrum
+    }
+
+    /// Writes `n_bins` values of the chosen reduction of the last [`Self::transform`].
+    ///
+    /// # Panics
+    /// If `out.len() != n_bins`.
+    pub fn reduce(&self, kind: SpectrumKind, s: &StftScratch, out: &mut [f32]) {
+        assert_eq!(out.len(), self.cfg.n_bins());
+        // Complex32 is repr(C) {re, im}: view the spectrum as interleaved f32.
+        let c: &[f32] = complex_as_f32(&s.spectrum);
+        match kind {
+            SpectrumKind::Power => self.k.power(c, out),
+            SpectrumKind::Magnitude => self.k.magnitude(c, out),
+        }
+    }
+
+    /// [`Self::transform`] then [`Self::reduce`].
     ///
     /// # Panics
     /// If `frame.len() != n_fft` or `out.len() != n_bins`.
@@ -177,27 +222,15 @@ impl StftPlan {
         out: &mut [f32],
         s: &mut StftScratch,
     ) {
-        assert_eq!(frame.len(), self.cfg.n_fft);
-        assert_eq!(out.len(), self.cfg.n_bins());
-        for ((dst, &x), &w) in s.frame.iter_mut().zip(frame).zip(&self.window) {
-            *dst = x * w;
-        }
-        self.fft
-            .process_with_scratch(&mut s.frame, &mut s.spectrum, &mut s.fft)
-            .expect("buffer sizes come from the plan");
-        match kind {
-            SpectrumKind::Power => {
-                for (o, c) in out.iter_mut().zip(&s.spectrum) {
-                    *o = c.re * c.re + c.im * c.im;
-                }
-            }
-            SpectrumKind::Magnitude => {
-                for (o, c) in out.iter_mut().zip(&s.spectrum) {
-                    *o = (c.re * c.re + c.im * c.im).sqrt();
-                }
-            }
-        }
+        self.transform(frame, s);
+        self.reduce(kind, s, out);
     }
+}
+
+/// Views complex values as interleaved `[re, im, ...]`.
+pub(crate) fn complex_as_f32(c: &[Complex32]) -> &[f32] {
+    // Safety: num_complex::Complex<f32> is #[repr(C)] with fields re, im (two f32, no padding).
+    unsafe { std::slice::from_raw_parts(c.as_ptr().cast::<f32>(), c.len() * 2) }
 }
 
 /// numpy's `reflect` index for position `i` (may be negative or past the end) in a signal of
@@ -297,6 +330,7 @@ impl Framer {
                     self.buf.push(head[reflect_index(k as i64, head.len())]);
                 }
             }
+            PadMode::Edge => self.buf.extend(std::iter::repeat_n(head[0], pad)),
         }
         self.buf.extend_from_slice(&head);
         self.left_done = true;
@@ -344,6 +378,7 @@ impl Framer {
             for i in -(pad as i64)..(n + pad) as i64 {
                 let v = match self.pad_mode {
                     PadMode::Constant if i < 0 || i >= n as i64 => 0.0,
+                    PadMode::Edge => head[i.clamp(0, n as i64 - 1) as usize],
                     _ => head[reflect_index(i, n)],
                 };
                 self.buf.push(v);
@@ -353,6 +388,10 @@ impl Framer {
             let n = self.n_in;
             match self.pad_mode {
                 PadMode::Constant => self.buf.extend(std::iter::repeat_n(0.0, pad)),
+                PadMode::Edge => {
+                    let last = self.buf[self.buf.len() - 1];
+                    self.buf.extend(std::iter::repeat_n(last, pad));
+                }
                 PadMode::Reflect => {
                     // Padded index of raw sample j is j + pad.
                     for k in 1..=pad as u64 {
@@ -382,6 +421,8 @@ mod tests {
                     x[i as usize]
                 } else if cfg.pad_mode == PadMode::Constant {
                     0.0
+                } else if cfg.pad_mode == PadMode::Edge {
+                    x[i.clamp(0, n as i64 - 1) as usize]
                 } else {
                     x[reflect_index(i, n)]
                 }
@@ -407,7 +448,7 @@ mod tests {
             .collect();
         for &(n_fft, hop) in &[(16usize, 4usize), (400, 160), (64, 100), (2048, 512)] {
             for &center in &[true, false] {
-                for &pad_mode in &[PadMode::Constant, PadMode::Reflect] {
+                for &pad_mode in &[PadMode::Constant, PadMode::Reflect, PadMode::Edge] {
                     for &len in &[1usize, 3, 9, 40, 401, 5000] {
                         let cfg = StftConfig {
                             n_fft,

@@ -1,4 +1,5 @@
-//! Analysis windows, periodic ("fftbins=True") as librosa's `get_window` returns them.
+//! Analysis windows: periodic ("fftbins=True") Hann and Hamming as librosa's `get_window`
+//! returns them, and Kaldi's symmetric Povey window.
 
 /// The analysis window shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,6 +10,8 @@ pub enum WindowKind {
     Hamming,
     /// All ones.
     Rectangular,
+    /// Kaldi's Povey window, symmetric: `(0.5 - 0.5 cos(2 pi n / (N - 1)))^0.85`.
+    Povey,
 }
 
 impl WindowKind {
@@ -18,6 +21,7 @@ impl WindowKind {
             "hann" => Some(WindowKind::Hann),
             "hamming" => Some(WindowKind::Hamming),
             "rectangular" | "boxcar" | "ones" => Some(WindowKind::Rectangular),
+            "povey" => Some(WindowKind::Povey),
             _ => None,
         }
     }
@@ -39,6 +43,11 @@ pub fn window(kind: WindowKind, win_length: usize, n_fft: usize) -> Vec<f32> {
             WindowKind::Hann => 0.5 - 0.5 * phase.cos(),
             WindowKind::Hamming => 0.54 - 0.46 * phase.cos(),
             WindowKind::Rectangular => 1.0,
+            WindowKind::Povey if win_length == 1 => 1.0,
+            WindowKind::Povey => {
+                let a = 2.0 * std::f64::consts::PI * i as f64 / (n - 1.0);
+                (0.5 - 0.5 * a.cos()).powf(0.85)
+            }
         };
         out[offset + i] = w as f32;
     }
@@ -57,6 +66,16 @@ mod tests {
         assert_eq!(w[0], 0.0);
         assert!((w[4] - 1.0).abs() < 1e-7);
         assert!((w[2] - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn povey_is_symmetric_kaldi() {
+        let w = window(WindowKind::Povey, 5, 5);
+        assert_eq!(w[0], 0.0);
+        assert_eq!(w[4], 0.0);
+        assert!((w[2] - 1.0).abs() < 1e-7);
+        assert!((w[1] - 0.5f64.powf(0.85) as f32).abs() < 1e-7);
+        assert_eq!(w[1], w[3]);
     }
 
     #[test]

@@ -1,0 +1,226 @@
+//! The hot loops of klio-dsp, written once per instruction set and chosen once at run time.
+//!
+//! [`Kernels`] is a small `Copy` handle naming the instruction set in use; each method checks
+//! slice lengths (safe API) and calls the matching implementation: [`scalar`] (plain Rust, the
+//! reference every SIMD path is tested against), AVX2+FMA and AVX-512F on x86-64, NEON on
+//! aarch64. The vector paths share one generic body per kernel ([`vector`]), instantiated for
+//! each register type, so the algorithms exist twice (scalar and vector), not once per ISA.
+//!
+//! The choice is made once per process: the best set the CPU supports, unless `KLIO_DSP_ISA`
+//! names another (`scalar`, `avx2`, `avx512`, `neon`); a set the CPU lacks falls back to the
+//! best it has. FFTs are not here: realfft/rustfft pick their own SIMD at run time.
+
+use std::sync::OnceLock;
+
+pub mod scalar;
+mod vector;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+/// Environment variable that overrides the instruction set (`scalar`, `avx2`, `avx512`, `neon`).
+pub const ISA_ENV: &str = "KLIO_DSP_ISA";
+
+/// An instruction set the kernels are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Plain Rust; the compiler may still auto-vectorise with the baseline target features.
+    Scalar,
+    /// x86-64 AVX2 with FMA, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F, 16 lanes.
+    Avx512,
+    /// aarch64 Advanced SIMD, 4 lanes.
+    Neon,
+}
+
+impl Isa {
+    /// The name used by `KLIO_DSP_ISA` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Parses a name accepted by `KLIO_DSP_ISA`.
+    pub fn from_name(name: &str) -> Option<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon]
+            .into_iter()
+            .find(|i| i.name() == name.trim().to_ascii_lowercase())
+    }
+
+    /// Whether this CPU can run this set.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every set this CPU supports, scalar first.
+    pub fn all_supported() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon]
+            .into_iter()
+            .filter(|i| i.supported())
+            .collect()
+    }
+
+    /// The fastest set this CPU supports.
+    pub fn best() -> Isa {
+        *Isa::all_supported().last().unwrap_or(&Isa::Scalar)
+    }
+}
+
+/// A handle on the kernels of one instruction set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels {
+    isa: Isa,
+}
+
+static ACTIVE: OnceLock<Kernels> = OnceLock::new();
+
+/// Runs `$body` with the implementation module for the handle's ISA bound to `$m`.
+macro_rules! dispatch {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // Safety: `Kernels::new` only hands out Avx2 when the CPU has AVX2 and FMA.
+            Isa::Avx2 => unsafe {
+                use avx2 as $m;
+                $body
+            },
+            #[cfg(target_arch = "x86_64")]
+            // Safety: `Kernels::new` only hands out Avx512 when the CPU has AVX-512F.
+            Isa::Avx512 => unsafe {
+                use avx512 as $m;
+                $body
+            },
+            #[cfg(target_arch = "aarch64")]
+            // Safety: `Kernels::new` only hands out Neon when the CPU has NEON.
+            Isa::Neon => unsafe {
+                use neon as $m;
+                $body
+            },
+            _ => {
+                use scalar as $m;
+                $body
+            }
+        }
+    };
+}
+
+impl Kernels {
+    /// The kernels for `isa`, or `None` if this CPU cannot run them.
+    pub fn new(isa: Isa) -> Option<Kernels> {
+        isa.supported().then_some(Kernels { isa })
+    }
+
+    /// The plain-Rust kernels.
+    pub fn scalar() -> Kernels {
+        Kernels { isa: Isa::Scalar }
+    }
+
+    /// The process-wide choice: `KLIO_DSP_ISA` if set and supported, else the best set.
+    pub fn active() -> Kernels {
+        *ACTIVE.get_or_init(|| {
+            let wanted = std::env::var(ISA_ENV).ok().and_then(|v| Isa::from_name(&v));
+            let isa = match wanted {
+                Some(i) if i.supported() => i,
+                _ => Isa::best(),
+            };
+            Kernels { isa }
+        })
+    }
+
+    /// The instruction set these kernels use.
+    pub fn isa(self) -> Isa {
+        self.isa
+    }
+
+    /// `out[i] = a[i] * b[i]` (windowing).
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn mul(self, a: &[f32], b: &[f32], out: &mut [f32]) {
+        assert!(a.len() == b.len() && a.len() == out.len());
+        dispatch!(self, m => m::mul(a, b, out))
+    }
+
+    /// `out[k] = re^2 + im^2` for interleaved complex input (`c.len() == 2 * out.len()`).
+    ///
+    /// # Panics
+    /// If the lengths do not match.
+    pub fn power(self, c: &[f32], out: &mut [f32]) {
+        assert_eq!(c.len(), 2 * out.len());
+        dispatch!(self, m => m::power(c, out))
+    }
+
+    /// `out[k] = sqrt(re^2 + im^2)` for interleaved complex input.
+    ///
+    /// # Panics
+    /// If the lengths do not match.
+    pub fn magnitude(self, c: &[f32], out: &mut [f32]) {
+        assert_eq!(c.len(), 2 * out.len());
+        dispatch!(self, m => m::magnitude(c, out))
+    }
+
+    /// `sum(a[i] * b[i])`.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        dispatch!(self, m => m::dot(a, b))
+    }
+
+    /// `sum(x[i])`.
+    pub fn sum(self, x: &[f32]) -> f32 {
+        dispatch!(self, m => m::sum(x))
+    }
+
+    /// `max(x[i])`, or negative infinity for an empty slice.
+    pub fn max(self, x: &[f32]) -> f32 {
+        dispatch!(self, m => m::max(x))
+    }
+
+    /// `sum(w[i] * (f[i] - c)^2)` (the spectral bandwidth sum).
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn weighted_sq_dev(self, w: &[f32], f: &[f32], c: f32) -> f32 {
+        assert_eq!(w.len(), f.len());
+        dispatch!(self, m => m::weighted_sq_dev(w, f, c))
+    }
+
+    /// In place: `x = scale * ln(max(x, floor)) + offset`; returns the largest result.
+    /// `floor` must be a positive normal number.
+    ///
+    /// # Panics
+    /// If `floor` is not a positive normal `f32`.
+    pub fn log_scaled(self, x: &mut [f32], floor: f32, scale: f32, offset: f32) -> f32 {
+        assert!(floor.is_normal() && floor > 0.0, "log floor {floor}");
+        dispatch!(self, m => m::log_scaled(x, floor, scale, offset))
+    }
+
+    /// In place: `x = max(x, floor) * mul + add`.
+    pub fn clamp_affine(self, x: &mut [f32], floor: f32, mul: f32, add: f32) {
+        dispatch!(self, m => m::clamp_affine(x, floor, mul, add))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! Plain-Rust kernels: the reference for the SIMD paths and the path `KLIO_DSP_ISA=scalar`
+//! forces. Same names and signatures as the vector entry points; callers check lengths.
+
+/// `out = a * b`.
+pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        *o = x * y;
+    }
+}
+
+/// `out = re^2 + im^2`.
+pub fn power(c: &[f32], out: &mut [f32]) {
+    for (o, p) in out.iter_mut().zip(c.chunks_exact(2)) {
+        *o = p[0] * p[0] + p[1] * p[1];
+    }
+}
+
+/// `out = sqrt(re^2 + im^2)`.
+pub fn magnitude(c: &[f32], out: &mut [f32]) {
+    for (o, p) in out.iter_mut().zip(c.chunks_exact(2)) {
+        *o = (p[0] * p[0] + p[1] * p[1]).sqrt();
+    }
+}
+
+/// `sum(a * b)`.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `sum(x)`.
+pub fn sum(x: &[f32]) -> f32 {
+    x.iter().sum()
+}
+
+/// `max(x)`.
+pub fn max(x: &[f32]) -> f32 {
+    x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `sum(w * (f - c)^2)`.
+pub fn weighted_sq_dev(w: &[f32], f: &[f32], c: f32) -> f32 {
+    w.iter()
+        .zip(f)
+        .map(|(w, f)| {
+            let d = f - c;
+            w * d * d
+        })
+        .sum()
+}
+
+/// `x = scale * ln(max(x, floor)) + offset`, returning the largest result.
+pub fn log_scaled(x: &mut [f32], floor: f32, scale: f32, offset: f32) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    for v in x.iter_mut() {
+        *v = scale * v.max(floor).ln() + offset;
+        m = m.max(*v);
+    }
+    m
+}
+
+/// `x = max(x, floor) * mul + add`.
+pub fn clamp_affine(x: &mut [f32], floor: f32, mul: f32, add: f32) {
+    for v in x.iter_mut() {
+        *v = v.max(floor) * mul + add;
+    }
+}

@@ -1,0 +1,282 @@
+//! The SIMD kernels, written once against [`Simd`] (one register of `LANES` f32 values) and
+//! instantiated per instruction set by [`entry_points!`]. Every body is `#[inline(always)]`
+//! so it is compiled inside the `#[target_feature]` entry point of its ISA; tails shorter
+//! than a register go to the scalar kernels.
+
+#![allow(unsafe_op_in_unsafe_fn)] // every fn here is unsafe only for its target features
+
+use super::scalar;
+
+/// One SIMD register of f32 lanes. All methods require the ISA's target features.
+pub(crate) trait Simd: Copy {
+    const LANES: usize;
+    unsafe fn splat(v: f32) -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    unsafe fn mul(self, o: Self) -> Self;
+    /// `self * b + c`, fused.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    unsafe fn max(self, o: Self) -> Self;
+    unsafe fn sqrt(self) -> Self;
+    /// Loads `2 * LANES` interleaved values and splits them into (even, odd) lanes.
+    unsafe fn load_deinterleave(p: *const f32) -> (Self, Self);
+    /// For positive normal lanes: (mantissa in [0.5, 1), exponent as f32), as C's `frexpf`.
+    unsafe fn frexp(self) -> (Self, Self);
+    /// `a < b ? t : f` per lane.
+    unsafe fn select_lt(a: Self, b: Self, t: Self, f: Self) -> Self;
+
+    #[inline(always)]
+    unsafe fn hsum(self) -> f32 {
+        let mut buf = [0.0f32; 16];
+        self.store(buf.as_mut_ptr());
+        buf[..Self::LANES].iter().sum()
+    }
+
+    #[inline(always)]
+    unsafe fn hmax(self) -> f32 {
+        let mut buf = [0.0f32; 16];
+        self.store(buf.as_mut_ptr());
+        scalar::max(&buf[..Self::LANES])
+    }
+}
+
+#[inline(always)]
+pub(crate) unsafe fn mul<V: Simd>(a: &[f32], b: &[f32], out: &mut [f32]) {
+    let (n, l) = (out.len(), V::LANES);
+    let mut i = 0;
+    while i + l <= n {
+        V::load(a.as_ptr().add(i))
+            .mul(V::load(b.as_ptr().add(i)))
+            .store(out.as_mut_ptr().add(i));
+        i += l;
+    }
+    scalar::mul(&a[i..], &b[i..], &mut out[i..]);
+}
+
+#[inline(always)]
+pub(crate) unsafe fn power<V: Simd>(c: &[f32], out: &mut [f32]) {
+    let (n, l) = (out.len(), V::LANES);
+    let mut i = 0;
+    while i + l <= n {
+        let (re, im) = V::load_deinterleave(c.as_ptr().add(2 * i));
+        re.mul_add(re, im.mul(im)).store(out.as_mut_ptr().add(i));
+        i += l;
+    }
+    scalar::power(&c[2 * i..], &mut out[i..]);
+}
+
+#[inline(always)]
+pub(crate) unsafe fn magnitude<V: Simd>(c: &[f32], out: &mut [f32]) {
+    let (n, l) = (out.len(), V::LANES);
+    let mut i = 0;
+    while i + l <= n {
+        let (re, im) = V::load_deinterleave(c.as_ptr().add(2 * i));
+        re.mul_add(re, im.mul(im))
+            .sqrt()
+            .store(out.as_mut_ptr().add(i));
+        i += l;
+    }
+    scalar::magnitude(&c[2 * i..], &mut out[i..]);
+}
+
+/// Four independent accumulators hide the FMA latency on long inputs.
+#[inline(always)]
+pub(crate) unsafe fn dot<V: Simd>(a: &[f32], b: &[f32]) -> f32 {
+    let (n, l) = (a.len(), V::LANES);
+    if n < l {
+        return scalar::dot(a, b);
+    }
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let zero = V::splat(0.0);
+    let (mut s0, mut s1, mut s2, mut s3) = (zero, zero, zero, zero);
+    let mut i = 0;
+    while i + 4 * l <= n {
+        s0 = V::load(pa.add(i)).mul_add(V::load(pb.add(i)), s0);
+        s1 = V::load(pa.add(i + l)).mul_add(V::load(pb.add(i + l)), s1);
+        s2 = V::load(pa.add(i + 2 * l)).mul_add(V::load(pb.add(i + 2 * l)), s2);
+        s3 = V::load(pa.add(i + 3 * l)).mul_add(V::load(pb.add(i + 3 * l)), s3);
+        i += 4 * l;
+    }
+    while i + l <= n {
+        s0 = V::load(pa.add(i)).mul_add(V::load(pb.add(i)), s0);
+        i += l;
+    }
+    s0.add(s1).add(s2.add(s3)).hsum() + scalar::dot(&a[i..], &b[i..])
+}
+
+#[inline(always)]
+pub(crate) unsafe fn sum<V: Simd>(x: &[f32]) -> f32 {
+    let (n, l) = (x.len(), V::LANES);
+    let p = x.as_ptr();
+    let zero = V::splat(0.0);
+    let (mut s0, mut s1) = (zero, zero);
+    let mut i = 0;
+    while i + 2 * l <= n {
+        s0 = s0.add(V::load(p.add(i)));
+        s1 = s1.add(V::load(p.add(i + l)));
+        i += 2 * l;
+    }
+    while i + l <= n {
+        s0 = s0.add(V::load(p.add(i)));
+        i += l;
+    }
+    s0.add(s1).hsum() + scalar::sum(&x[i..])
+}
+
+#[inline(always)]
+pub(crate) unsafe fn max<V: Simd>(x: &[f32]) -> f32 {
+    let (n, l) = (x.len(), V::LANES);
+    let mut m = V::splat(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + l <= n {
+        m = m.max(V::load(x.as_ptr().add(i)));
+        i += l;
+    }
+    m.hmax().max(scalar::max(&x[i..]))
+}
+
+#[inline(always)]
+pub(crate) unsafe fn weighted_sq_dev<V: Simd>(w: &[f32], f: &[f32], c: f32) -> f32 {
+    let (n, l) = (w.len(), V::LANES);
+    let cv = V::splat(c);
+    let mut s = V::splat(0.0);
+    let mut i = 0;
+    while i + l <= n {
+        let d = V::load(f.as_ptr().add(i)).sub(cv);
+        s = V::load(w.as_ptr().add(i)).mul(d).mul_add(d, s);
+        i += l;
+    }
+    s.hsum() + scalar::weighted_sq_dev(&w[i..], &f[i..], c)
+}
+
+/// Natural log of positive normal lanes: Cephes `logf` (frexp, then a degree-9 polynomial on
+/// the mantissa around 1), within about 2 ulp of `f32::ln` on normal inputs.
+#[inline(always)]
+pub(crate) unsafe fn ln<V: Simd>(x: V) -> V {
+    let one = V::splat(1.0);
+    let (m, e) = x.frexp();
+    let small = V::splat(std::f32::consts::FRAC_1_SQRT_2);
+    // m < 1/sqrt(2): use 2m - 1 and e - 1, so the polynomial sees [-0.29, 0.41].
+    let e = V::select_lt(m, small, e.sub(one), e);
+    let x = V::select_lt(m, small, m.add(m).sub(one), m.sub(one));
+    let z = x.mul(x);
+    let mut y = V::splat(7.037_683_6e-2);
+    for c in [
+        -1.151_461e-1,
+        1.167_699_9e-1,
+        -1.242_014_1e-1,
+        1.424_932_3e-1,
+        -1.666_805_8e-1,
+        2.000_071_4e-1,
+        -2.499_999_4e-1,
+        3.333_333e-1,
+    ] {
+        y = y.mul_add(x, V::splat(c));
+    }
+    y = y.mul(x).mul(z);
+    y = e.mul_add(V::splat(-2.121_944_4e-4), y);
+    y = z.mul_add(V::splat(-0.5), y);
+    let r = x.add(y);
+    e.mul_add(V::splat(0.693_359_4), r)
+}
+
+#[inline(always)]
+pub(crate) unsafe fn log_scaled<V: Simd>(
+    x: &mut [f32],
+    floor: f32,
+    scale: f32,
+    offset: f32,
+) -> f32 {
+    let (n, l) = (x.len(), V::LANES);
+    let (fl, sc, off) = (V::splat(floor), V::splat(scale), V::splat(offset));
+    let mut m = V::splat(f32::NEG_INFINITY);
+    let p = x.as_mut_ptr();
+    let mut i = 0;
+    while i + l <= n {
+        let v = ln(V::load(p.add(i)).max(fl)).mul_add(sc, off);
+        v.store(p.add(i));
+        m = m.max(v);
+        i += l;
+    }
+    m.hmax()
+        .max(scalar::log_scaled(&mut x[i..], floor, scale, offset))
+}
+
+#[inline(always)]
+pub(crate) unsafe fn clamp_affine<V: Simd>(x: &mut [f32], floor: f32, mul: f32, add: f32) {
+    let (n, l) = (x.len(), V::LANES);
+    let (fl, mv, av) = (V::splat(floor), V::splat(mul), V::splat(add));
+    let p = x.as_mut_ptr();
+    let mut i = 0;
+    while i + l <= n {
+        V::load(p.add(i)).max(fl).mul_add(mv, av).store(p.add(i));
+        i += l;
+    }
+    scalar::clamp_affine(&mut x[i..], floor, mul, add);
+}
+
+/// Defines the public entry points of one ISA module: each is a `#[target_feature]` function
+/// that instantiates the generic body for that module's register type `V`.
+macro_rules! entry_points {
+    ($features:literal) => {
+        use super::vector;
+
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn mul(a: &[f32], b: &[f32], out: &mut [f32]) {
+            vector::mul::<V>(a, b, out)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn power(c: &[f32], out: &mut [f32]) {
+            vector::power::<V>(c, out)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn magnitude(c: &[f32], out: &mut [f32]) {
+            vector::magnitude::<V>(c, out)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+            vector::dot::<V>(a, b)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn sum(x: &[f32]) -> f32 {
+            vector::sum::<V>(x)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn max(x: &[f32]) -> f32 {
+            vector::max::<V>(x)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn weighted_sq_dev(w: &[f32], f: &[f32], c: f32) -> f32 {
+            vector::weighted_sq_dev::<V>(w, f, c)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn log_scaled(x: &mut [f32], floor: f32, scale: f32, offset: f32) -> f32 {
+            vector::log_scaled::<V>(x, floor, scale, offset)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn clamp_affine(x: &mut [f32], floor: f32, mul: f32, add: f32) {
+            vector::clamp_affine::<V>(x, floor, mul, add)
+        }
+    };
+}
+pub(crate) use entry_points;
