@@ -498,6 +498,7 @@ fn decode_and_write(
         "input_size": facts.size,
         "input_hash": facts.hash,
         "config_hash": ctx.config_hash,
+        "dsp_isa": klio_dsp::Kernels::active().isa().name(),
         "config": { "decode": ctx.cfg.decode, "features": ctx.cfg.features },
         "klio_edge_version": env!("CARGO_PKG_VERSION"),
     });

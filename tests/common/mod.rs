@@ -20,6 +20,11 @@ pub fn real(name: &str) -> PathBuf {
 }
 
 pub fn klio(dir: &Path, args: &[&str]) -> Output {
+    klio_env(dir, args, &[])
+}
+
+/// Runs the binary with `KLIO_*` cleared, then `env` set.
+pub fn klio_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_klio-edge"));
     cmd.current_dir(dir).args(args);
     for (k, _) in std::env::vars() {
@@ -27,6 +32,7 @@ pub fn klio(dir: &Path, args: &[&str]) -> Output {
             cmd.env_remove(k);
         }
     }
+    cmd.envs(env.iter().copied());
     cmd.output().expect("run klio-edge")
 }
 
@@ -36,9 +42,14 @@ pub fn stderr(o: &Output) -> String {
 
 /// Runs `process ... --json` and returns (exit code, summary).
 pub fn process(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+    process_env(dir, args, &[])
+}
+
+/// [`process`] with extra environment variables.
+pub fn process_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
     let mut all = vec!["process", "--json", "-q"];
     all.extend_from_slice(args);
-    let o = klio(dir, &all);
+    let o = klio_env(dir, &all, env);
     let stdout = String::from_utf8_lossy(&o.stdout);
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(

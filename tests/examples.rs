@@ -1,0 +1,86 @@
+//! The example configs in config/examples/ validate and produce the shapes their comments
+//! promise on a real 16 kHz recording (37141 samples); an item that does not fit the feature
+//! memory budget spills to disk and still writes the same arrays.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const XYLOFON: &str = "wav_s16_16k_mono_sound-icons-xylofon.wav";
+const SAMPLES: usize = 37141;
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn run(dir: &Path, config: &str, out: &str) -> std::path::PathBuf {
+    let src = real(XYLOFON);
+    let (code, s) = process(
+        dir,
+        &[src.to_str().unwrap(), "--config", config, "--out", out],
+    );
+    assert_eq!((code, count(&s, "done")), (0, 1), "{config}: {s}");
+    item_dirs(&dir.join(out)).remove(0)
+}
+
+#[test]
+fn example_configs_give_the_documented_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, Vec<usize>); 5] = [
+        ("logmel-16k.toml", "log_mel", vec![80, 1 + SAMPLES / 160]),
+        // 44.1 kHz: resampled to ceil(37141 * 44100 / 16000) samples.
+        ("logmel-44k.toml", "log_mel", vec![128, 1 + 102370 / 512]),
+        ("mfcc.toml", "mfcc", vec![20, 1 + 51195 / 512]),
+        ("whisper.toml", "whisper_log_mel", vec![80, SAMPLES / 160]),
+        (
+            "kaldi-fbank.toml",
+            "fbank",
+            vec![80, 1 + (SAMPLES - 400) / 160],
+        ),
+    ];
+    for (i, (config, feature, shape)) in cases.into_iter().enumerate() {
+        let o = klio(
+            dir.path(),
+            &["config", "validate", "--config", &example(config)],
+        );
+        assert!(o.status.success(), "{config}: {}", stderr(&o));
+        let item = run(dir.path(), &example(config), &format!("out{i}"));
+        let (got, data) = read_npy(&item.join(format!("{feature}.npy")));
+        assert_eq!(got, shape, "{config}");
+        assert!(data.iter().all(|v| v.is_finite()), "{config}");
+        let listed = std::fs::read_dir(&item).unwrap().count();
+        assert_eq!(listed, 2, "{config}: only {feature}.npy and meta.json");
+    }
+}
+
+#[test]
+fn an_item_over_the_memory_budget_spills_and_writes_the_same_arrays() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(example("logmel-16k.toml")).unwrap();
+    let all = base.replace(
+        "compute = [\"log_mel\"]",
+        "compute = [\"log_mel\", \"mel\", \"mfcc\", \"spectral_centroid\"]",
+    );
+    std::fs::write(dir.path().join("mem.toml"), &all).unwrap();
+    std::fs::write(
+        dir.path().join("spill.toml"),
+        format!("{all}\n[run]\nfeature_memory_mb = 0\n"),
+    )
+    .unwrap();
+    let a = run(dir.path(), "mem.toml", "mem");
+    let b = run(dir.path(), "spill.toml", "spill");
+    for f in ["log_mel", "mel", "mfcc", "spectral_centroid"] {
+        let name = format!("{f}.npy");
+        assert_eq!(read_npy(&a.join(&name)), read_npy(&b.join(&name)), "{f}");
+    }
+    assert!(
+        !dir.path().join("spill/.klio-tmp").exists(),
+        "spill files removed"
+    );
+}
