@@ -452,6 +452,13 @@ fn decode_and_write(
     let mut writer = ctx
         .sink
         .begin_item(ctx.cfg.run.feature_memory_mb.saturating_mul(1 << 20));
+    if let Some(n) = stream.info().declared_frames {
+        // Declared source frames -> output frames (after resampling) -> feature frames.
+        let info = stream.info();
+        let out =
+            n.saturating_mul(info.sample_rate_hz as u64) / info.source_sample_rate_hz.max(1) as u64;
+        writer.expect_frames(out / ctx.cfg.features.hop_length.max(1) as u64 + 2);
+    }
     loop {
         let t = Instant::now();
         let block = stream.next_block()?;

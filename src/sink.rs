@@ -110,6 +110,8 @@ impl Sink {
             budget_values: (memory_budget_bytes / 4).max(1) as usize,
             used_values: 0,
             tile_values: TILE_VALUES,
+            min_tile_frames: MIN_TILE_FRAMES,
+            expected_frames: 0,
             error: None,
         }
     }
@@ -173,8 +175,11 @@ fn write_synced(
     file.sync_data()
 }
 
-/// Values per transpose tile when a feature is written (16 MiB of f32).
+/// Values per transpose tile when a feature is written (16 MiB of f32; smaller tiles were
+/// measured slower: many scattered row writes cost more than the cache misses they save)...
 const TILE_VALUES: usize = 4 << 20;
+/// ...but at least this many frames, so each row segment written is at least 16 KiB.
+const MIN_TILE_FRAMES: usize = 4096;
 
 /// The frames of one (slot, channel): in memory, or in a spill file once the item's memory
 /// budget is used up.
@@ -215,34 +220,63 @@ impl FrameStore {
         }
     }
 
-    /// Copies frames `[t0, t0 + n)` (frame-major) into `out`.
-    fn read(&mut self, t0: usize, n: usize, out: &mut Vec<f32>) -> std::io::Result<()> {
+    /// Frames `[t0, t0 + n)` (frame-major): borrowed from memory, or read into `buf`.
+    fn tile<'a>(
+        &'a mut self,
+        t0: usize,
+        n: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> std::io::Result<&'a [f32]> {
         let (a, b) = (t0 * self.dim, (t0 + n) * self.dim);
-        out.clear();
+        buf.clear();
         match &mut self.spill {
-            None => out.extend_from_slice(&self.mem[a..b]),
+            None => Ok(&self.mem[a..b]),
             Some(s) => {
                 use std::os::unix::fs::FileExt;
                 s.writer.flush()?;
                 let mut bytes = vec![0u8; (b - a) * 4];
                 s.writer.get_ref().read_exact_at(&mut bytes, a as u64 * 4)?;
-                out.extend(
+                buf.extend(
                     bytes
                         .chunks_exact(4)
                         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
                 );
+                Ok(&buf[..])
             }
         }
-        Ok(())
     }
 }
 
 fn write_f32s(w: &mut impl Write, values: &[f32]) -> std::io::Result<()> {
-    let mut bytes = Vec::with_capacity(values.len() * 4);
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
+    w.write_all(f32_bytes(values))
+}
+
+/// The little-endian bytes of `values` (what `.npy` `<f4` and the spill files hold).
+#[cfg(target_endian = "little")]
+fn f32_bytes(values: &[f32]) -> &[u8] {
+    // Safety: f32 has no padding and every byte pattern is a valid u8; on a little-endian
+    // target the in-memory bytes are the little-endian encoding.
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
     }
-    w.write_all(&bytes)
+}
+
+/// `src` is `n` rows of `dim` (frame-major); `dst` becomes `dim` rows of `n`. Blocked so both
+/// sides stay in cache.
+fn transpose(src: &[f32], dim: usize, n: usize, dst: &mut [f32]) {
+    const B: usize = 32;
+    for t0 in (0..n).step_by(B) {
+        let t1 = (t0 + B).min(n);
+        for d0 in (0..dim).step_by(B) {
+            let d1 = (d0 + B).min(dim);
+            for t in t0..t1 {
+                let row = &src[t * dim..t * dim + dim];
+                for d in d0..d1 {
+                    dst[d * n + t] = row[d];
+                }
+            }
+        }
+    }
 }
 
 /// Receives an item's frames from the feature stream ([`FrameSink`]) and writes its `.npy`
@@ -254,6 +288,8 @@ pub struct ItemWriter<'s> {
     budget_values: usize,
     used_values: usize,
     tile_values: usize,
+    min_tile_frames: usize,
+    expected_frames: usize,
     error: Option<SinkError>,
 }
 
@@ -269,6 +305,12 @@ impl FrameSink for ItemWriter<'_> {
 }
 
 impl ItemWriter<'_> {
+    /// A hint (from the declared length) so in-memory stores are allocated once instead of
+    /// growing by doubling; never reserves past the memory budget.
+    pub fn expect_frames(&mut self, frames: u64) {
+        self.expected_frames = usize::try_from(frames).unwrap_or(usize::MAX);
+    }
+
     fn push(&mut self, slot: Slot, channel: usize, values: &[f32]) -> Result<(), SinkError> {
         let in_memory = self
             .stores
@@ -291,15 +333,16 @@ impl ItemWriter<'_> {
                 self.used_values -= freed;
             }
         }
-        let store = self
-            .stores
-            .entry((slot, channel))
-            .or_insert_with(|| FrameStore {
+        let store = self.stores.entry((slot, channel)).or_insert_with(|| {
+            let room = self.budget_values.saturating_sub(self.used_values) / 2;
+            let want = self.expected_frames.saturating_mul(values.len());
+            FrameStore {
                 dim: values.len(),
                 frames: 0,
-                mem: Vec::new(),
+                mem: Vec::with_capacity(want.min(room)),
                 spill: None,
-            });
+            }
+        });
         debug_assert_eq!(store.dim, values.len());
         let spilled = store.spill.is_some();
         store.push(values).map_err(|source| SinkError::Io {
@@ -372,7 +415,9 @@ impl ItemWriter<'_> {
         let file = File::create(path)?;
         file.write_all_at(&header, 0)?;
         let base = header.len() as u64;
-        let tile = (self.tile_values / dim.max(fin.pending_dim())).max(1);
+        let tile = (self.tile_values / dim.max(fin.pending_dim()))
+            .max(self.min_tile_frames)
+            .max(1);
         let (mut src, mut fin_buf, mut out) = (Vec::new(), Vec::new(), Vec::new());
         for c in 0..fin.channels() {
             let deferred = fin.is_deferred(feature);
@@ -387,25 +432,21 @@ impl ItemWriter<'_> {
             let mut t0 = 0;
             while t0 < frames {
                 let n = tile.min(frames - t0);
-                store.read(t0, n, &mut src)?;
+                let tile_src = store.tile(t0, n, &mut src)?;
                 let frame_major = if deferred {
                     fin_buf.resize(n * dim, 0.0);
-                    fin.finish_frames(feature, &src, &mut fin_buf);
-                    &fin_buf
+                    fin.finish_frames(feature, tile_src, &mut fin_buf);
+                    &fin_buf[..]
                 } else {
-                    &src
+                    tile_src
                 };
                 // Transpose the tile to [d][t] and write each row where it belongs.
                 out.resize(n * dim, 0.0);
-                for (t, fr) in frame_major.chunks_exact(dim).enumerate() {
-                    for (d, &v) in fr.iter().enumerate() {
-                        out[d * n + t] = v;
-                    }
-                }
-                let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
+                transpose(frame_major, dim, n, &mut out);
+                let bytes = f32_bytes(&out);
                 let at = |d: usize| base + (((c * dim + d) * frames + t0) * 4) as u64;
                 if n == frames {
-                    file.write_all_at(&bytes, at(0))?;
+                    file.write_all_at(bytes, at(0))?;
                 } else {
                     for d in 0..dim {
                         file.write_all_at(&bytes[d * n * 4..(d + 1) * n * 4], at(d))?;
@@ -484,6 +525,7 @@ mod tests {
         let want = plan.compute(&[&x, &y]).unwrap();
         let mut w = sink.begin_item(budget);
         w.tile_values = tile;
+        w.min_tile_frames = 1;
         let mut s = FeatureStream::new(Arc::clone(&plan), 2);
         for (a, b) in x.chunks(3000).zip(y.chunks(3000)) {
             s.push(&[a, b], &mut w).unwrap();

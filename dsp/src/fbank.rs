@@ -10,7 +10,7 @@ use realfft::num_complex::Complex32;
 use realfft::{RealFftPlanner, RealToComplex};
 
 use crate::error::{invalid, DspError};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, Span, SparseRows};
 use crate::stft::{complex_as_f32, PadMode, StftConfig};
 use crate::window::{window, WindowKind};
 
@@ -72,7 +72,7 @@ pub struct FbankPlan {
     frame_shift: usize,
     window: Vec<f32>,
     fft: Arc<dyn RealToComplex<f32>>,
-    bands: Vec<(usize, Vec<f32>)>,
+    rows: SparseRows,
     n_bins: usize,
     k: Kernels,
 }
@@ -156,7 +156,8 @@ impl FbankPlan {
         let bin_width = sample_rate_hz / padded as f64;
         let (mel_low, mel_high) = (kaldi_mel(cfg.low_freq_hz), kaldi_mel(high));
         let delta = (mel_high - mel_low) / (cfg.n_mels + 1) as f64;
-        let mut bands = Vec::with_capacity(cfg.n_mels);
+        let mut spans = Vec::with_capacity(cfg.n_mels);
+        let mut weights = Vec::new();
         for b in 0..cfg.n_mels {
             let left = mel_low + b as f64 * delta;
             let centre = left + delta;
@@ -176,7 +177,12 @@ impl FbankPlan {
                     w.push(weight as f32);
                 }
             }
-            bands.push((start.unwrap_or(0), w));
+            spans.push(Span {
+                start: start.unwrap_or(0),
+                len: w.len(),
+                offset: weights.len(),
+            });
+            weights.extend_from_slice(&w);
         }
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(padded);
         Ok(FbankPlan {
@@ -185,7 +191,7 @@ impl FbankPlan {
             frame_length,
             frame_shift,
             fft,
-            bands,
+            rows: SparseRows::new(spans, weights),
             n_bins: padded / 2 + 1,
             k,
         })
@@ -253,9 +259,7 @@ impl FbankPlan {
             .process_with_scratch(&mut s.frame, &mut s.spectrum, &mut s.fft)
             .expect("buffer sizes come from the plan");
         self.k.power(complex_as_f32(&s.spectrum), &mut s.power);
-        for (o, (start, w)) in out.iter_mut().zip(&self.bands) {
-            *o = self.k.dot(&s.power[*start..start + w.len()], w);
-        }
+        self.k.band_dots(&s.power, &self.rows, out);
         self.k.log_scaled(out, self.cfg.log_floor, 1.0, 0.0);
     }
 }
@@ -271,9 +275,9 @@ mod tests {
         assert_eq!((f.n_fft, f.hop_length, f.center), (400, 160, false));
         assert_eq!(f.n_frames(16000), 98); // 1 + (16000 - 400) / 160
         assert_eq!(plan.n_bins, 257);
-        assert!(plan.bands.iter().all(|(_, w)| !w.is_empty()));
+        assert!(plan.rows.spans().iter().all(|s| s.len > 0));
         // A band's weights rise then fall, peaking below 1.
-        let (_, w) = &plan.bands[10];
+        let w = plan.rows.row(10);
         let peak = w.iter().copied().fold(0.0, f32::max);
         assert!(peak > 0.5 && peak <= 1.0);
     }

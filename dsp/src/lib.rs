@@ -34,7 +34,7 @@ pub use features::{
     Collector, Feature, FeatureConfig, FeatureOutput, FeaturePlan, FeatureStream, Finalizer,
     FrameSink, Slot,
 };
-pub use kernels::{Isa, Kernels};
+pub use kernels::{Isa, Kernels, Span, SparseRows};
 pub use mel::{hz_to_mel, mel_to_hz, MelConfig, MelNorm, MelPlan, MelScale};
 pub use stft::{Framer, PadMode, SpectrumKind, StftConfig, StftPlan, StftScratch};
 pub use window::{window, WindowKind};

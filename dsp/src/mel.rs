@@ -1,7 +1,7 @@
 //! Mel filterbanks as librosa's `filters.mel` builds them, stored as sparse triangular bands.
 
 use crate::error::{invalid, DspError};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, Span, SparseRows};
 
 /// The Hz <-> mel mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +76,11 @@ pub fn mel_to_hz(m: f64, scale: MelScale) -> f64 {
     }
 }
 
-/// One triangular band: weights for FFT bins `start .. start + weights.len()`.
-#[derive(Debug, Clone, PartialEq)]
-struct Band {
-    start: usize,
-    weights: Vec<f32>,
-}
-
 /// A precomputed filterbank.
 #[derive(Debug, Clone)]
 pub struct MelPlan {
     cfg: MelConfig,
-    bands: Vec<Band>,
+    rows: SparseRows,
     n_bins: usize,
     k: Kernels,
 }
@@ -141,7 +134,8 @@ impl MelPlan {
                 )
             })
             .collect();
-        let mut bands = Vec::with_capacity(cfg.n_mels);
+        let mut spans = Vec::with_capacity(cfg.n_mels);
+        let mut all_weights = Vec::new();
         for i in 0..cfg.n_mels {
             let (lo, mid, hi) = (mel_f[i], mel_f[i + 1], mel_f[i + 2]);
             let enorm = match cfg.norm {
@@ -165,14 +159,16 @@ impl MelPlan {
                     weights.push(w);
                 }
             }
-            bands.push(Band {
+            spans.push(Span {
                 start: start.unwrap_or(0),
-                weights,
+                len: weights.len(),
+                offset: all_weights.len(),
             });
+            all_weights.extend_from_slice(&weights);
         }
         Ok(MelPlan {
             cfg: cfg.clone(),
-            bands,
+            rows: SparseRows::new(spans, all_weights),
             n_bins,
             k: Kernels::active(),
         })
@@ -192,15 +188,16 @@ impl MelPlan {
     /// Number of bands that received no FFT bin (librosa warns about these: too many mels for
     /// the FFT size).
     pub fn empty_bands(&self) -> usize {
-        self.bands.iter().filter(|b| b.weights.is_empty()).count()
+        self.rows.spans().iter().filter(|s| s.len == 0).count()
     }
 
     /// The dense `n_mels x n_bins` weight matrix, row-major (for tests and inspection).
     pub fn dense(&self) -> Vec<f32> {
-        let mut m = vec![0.0; self.bands.len() * self.n_bins];
-        for (i, b) in self.bands.iter().enumerate() {
-            m[i * self.n_bins + b.start..i * self.n_bins + b.start + b.weights.len()]
-                .copy_from_slice(&b.weights);
+        let spans = self.rows.spans();
+        let mut m = vec![0.0; spans.len() * self.n_bins];
+        for (i, s) in spans.iter().enumerate() {
+            m[i * self.n_bins + s.start..i * self.n_bins + s.start + s.len]
+                .copy_from_slice(self.rows.row(i));
         }
         m
     }
@@ -211,12 +208,7 @@ impl MelPlan {
     /// If the slice lengths do not match the plan.
     pub fn project(&self, spectrum: &[f32], out: &mut [f32]) {
         assert_eq!(spectrum.len(), self.n_bins);
-        assert_eq!(out.len(), self.bands.len());
-        for (o, b) in out.iter_mut().zip(&self.bands) {
-            *o = self
-                .k
-                .dot(&spectrum[b.start..b.start + b.weights.len()], &b.weights);
-        }
+        self.k.band_dots(spectrum, &self.rows, out);
     }
 }
 

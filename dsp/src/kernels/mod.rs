@@ -85,6 +85,54 @@ impl Isa {
     }
 }
 
+/// One row of a sparse matrix whose rows are contiguous runs (a triangular filter band):
+/// `weights[offset..offset + len]` multiply `x[start..start + len]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First input index.
+    pub start: usize,
+    /// Number of weights.
+    pub len: usize,
+    /// Position of the first weight in the shared weight array.
+    pub offset: usize,
+}
+
+/// Rows of contiguous runs sharing one weight array, checked once at construction so
+/// [`Kernels::band_dots`] only has to check the input length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseRows {
+    spans: Vec<Span>,
+    weights: Vec<f32>,
+    min_input: usize,
+}
+
+impl SparseRows {
+    /// Rows from spans into `weights`.
+    ///
+    /// # Panics
+    /// If a span reaches past `weights`.
+    pub fn new(spans: Vec<Span>, weights: Vec<f32>) -> Self {
+        assert!(spans.iter().all(|s| s.offset + s.len <= weights.len()));
+        let min_input = spans.iter().map(|s| s.start + s.len).max().unwrap_or(0);
+        SparseRows {
+            spans,
+            weights,
+            min_input,
+        }
+    }
+
+    /// The rows.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// The weights of row `r`.
+    pub fn row(&self, r: usize) -> &[f32] {
+        let s = self.spans[r];
+        &self.weights[s.offset..s.offset + s.len]
+    }
+}
+
 /// A handle on the kernels of one instruction set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kernels {
@@ -185,6 +233,18 @@ impl Kernels {
     pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         dispatch!(self, m => m::dot(a, b))
+    }
+
+    /// `out[r] = dot(x[span.start..][..span.len], weights[span.offset..][..span.len])` for
+    /// every span: a sparse matrix-vector product (mel and Kaldi filter banks).
+    ///
+    /// # Panics
+    /// If `out` does not have one value per row or a row reaches past `x`.
+    pub fn band_dots(self, x: &[f32], rows: &SparseRows, out: &mut [f32]) {
+        assert_eq!(rows.spans.len(), out.len());
+        assert!(rows.min_input <= x.len());
+        let (spans, weights) = (&rows.spans[..], &rows.weights[..]);
+        dispatch!(self, m => m::band_dots(x, spans, weights, out))
     }
 
     /// `sum(x[i])`.

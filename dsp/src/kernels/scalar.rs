@@ -27,6 +27,16 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Sparse rows: `out[r] = dot(x[span], weights[span])`.
+pub fn band_dots(x: &[f32], spans: &[super::Span], weights: &[f32], out: &mut [f32]) {
+    for (o, s) in out.iter_mut().zip(spans) {
+        *o = dot(
+            &x[s.start..s.start + s.len],
+            &weights[s.offset..s.offset + s.len],
+        );
+    }
+}
+
 /// `sum(x)`.
 pub fn sum(x: &[f32]) -> f32 {
     x.iter().sum()

@@ -108,6 +108,38 @@ fn reductions_match_f64() {
 }
 
 #[test]
+fn band_dots_match_f64() {
+    use super::Span;
+    let mut rng = Rng::new(4);
+    let x = rng.vec(1025);
+    // Bands of every length from 0 to 70, overlapping like mel triangles.
+    let mut spans = Vec::new();
+    let mut offset = 0;
+    for len in 0..70 {
+        spans.push(Span {
+            start: (len * 13) % 900,
+            len,
+            offset,
+        });
+        offset += len;
+    }
+    let w = rng.vec(offset);
+    let rows = super::SparseRows::new(spans.clone(), w.clone());
+    for k in all() {
+        let mut out = vec![f32::NAN; spans.len()];
+        k.band_dots(&x, &rows, &mut out);
+        for (o, s) in out.iter().zip(&spans) {
+            let terms = (0..s.len).map(|i| x[s.start + i] as f64 * w[s.offset + i] as f64);
+            let scale: f64 = terms.clone().map(f64::abs).sum();
+            assert!(
+                close(*o, terms.sum(), 1e-6 * scale + 1e-30, 0.0),
+                "{k:?} {s:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn log_matches_f64_over_many_decades() {
     let mut rng = Rng::new(3);
     let to_db = 10.0 / std::f64::consts::LN_10;

@@ -106,6 +106,30 @@ pub(crate) unsafe fn dot<V: Simd>(a: &[f32], b: &[f32]) -> f32 {
     s0.add(s1).add(s2.add(s3)).hsum() + scalar::dot(&a[i..], &b[i..])
 }
 
+/// All bands in one call: short bands (most mel bands at low frequencies) take a scalar FMA
+/// loop, long ones the vector dot.
+#[inline(always)]
+pub(crate) unsafe fn band_dots<V: Simd>(
+    x: &[f32],
+    spans: &[super::Span],
+    weights: &[f32],
+    out: &mut [f32],
+) {
+    for (o, s) in out.iter_mut().zip(spans) {
+        let a = x.get_unchecked(s.start..s.start + s.len);
+        let w = weights.get_unchecked(s.offset..s.offset + s.len);
+        *o = if s.len < 2 * V::LANES {
+            let mut acc = 0.0f32;
+            for i in 0..s.len {
+                acc = a.get_unchecked(i).mul_add(*w.get_unchecked(i), acc);
+            }
+            acc
+        } else {
+            dot::<V>(a, w)
+        };
+    }
+}
+
 #[inline(always)]
 pub(crate) unsafe fn sum<V: Simd>(x: &[f32]) -> f32 {
     let (n, l) = (x.len(), V::LANES);
@@ -246,6 +270,18 @@ macro_rules! entry_points {
         #[target_feature(enable = $features)]
         pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
             vector::dot::<V>(a, b)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features; spans must lie within `x`
+        /// and `weights`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn band_dots(
+            x: &[f32],
+            spans: &[super::Span],
+            weights: &[f32],
+            out: &mut [f32],
+        ) {
+            vector::band_dots::<V>(x, spans, weights, out)
         }
         /// # Safety
         /// The CPU must support the module's target features.
