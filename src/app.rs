@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, ConfigCommand, LedgerCommand, LedgerLocation};
 use crate::config::{Config, Source};
+use crate::exec::ExecStage;
 use crate::ledger::Ledger;
 use crate::process::{self, ProcessRequest};
 
@@ -76,7 +77,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 quiet: cli.quiet,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
             };
-            let summary = process::run(&cfg, &req)?;
+            // A missing program or a failing version probe is a configuration problem.
+            let exec = usage(ExecStage::new(&cfg.exec))?;
+            let summary = process::run(&cfg, &req, exec)?;
             if req.json {
                 println!("{}", serde_json::to_string(&summary)?);
             }

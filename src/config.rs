@@ -12,6 +12,8 @@ use klio_dsp::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::exec::ExecConfig;
+
 /// Bump when a change to decoding or feature numerics must invalidate every finished item.
 /// 2: SIMD kernels (vector log), streamed sink.
 pub const ALGORITHM_VERSION: u32 = 2;
@@ -31,6 +33,8 @@ pub struct Config {
     pub run: RunConfig,
     /// `[output]`
     pub output: OutputConfig,
+    /// `[[exec]]`: external programs run on each item, in order.
+    pub exec: Vec<ExecConfig>,
 }
 
 /// A target sample rate, or the file's own.
@@ -103,6 +107,9 @@ pub enum Mismatch {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecodeConfig {
+    /// Decode items as audio (and compute `[features]`). `false` makes items plain binary
+    /// files for `[[exec]]` programs. Default true.
+    pub enabled: bool,
     /// Output rate in Hz, or `"native"`. Default 22050 (librosa's).
     pub sample_rate_hz: SampleRate,
     /// `"mono"` (default) or `"keep"`.
@@ -120,6 +127,7 @@ pub struct DecodeConfig {
 impl Default for DecodeConfig {
     fn default() -> Self {
         DecodeConfig {
+            enabled: true,
             sample_rate_hz: SampleRate::Hz(22050),
             channels: Channels::Mono,
             on_damaged: Damaged::Fail,
@@ -565,8 +573,37 @@ impl Config {
         if self.run.max_attempts == 0 {
             bail!("run.max_attempts: must be at least 1");
         }
+        let mut names: Vec<String> = Vec::new();
+        for e in &self.exec {
+            e.validate()?;
+            if self.exec.iter().filter(|o| o.name == e.name).count() > 1 {
+                bail!("exec.name: {:?} is used twice", e.name);
+            }
+            for n in e.outputs.iter().chain(e.stdout.iter()) {
+                let clash = names.contains(n)
+                    || (self.decode.enabled
+                        && self
+                            .features
+                            .compute
+                            .iter()
+                            .any(|f| format!("{f}.npy") == *n));
+                if clash {
+                    bail!("exec {:?}: output {n:?} is produced twice", e.name);
+                }
+                names.push(n.clone());
+            }
+        }
+        if !self.decode.enabled {
+            if self.exec.is_empty() {
+                bail!("decode.enabled = false: nothing to do without an [[exec]] stage");
+            }
+            return Ok(());
+        }
+        if self.features.compute.is_empty() && self.exec.is_empty() {
+            bail!("features.compute: at least one feature is needed (or an [[exec]] stage)");
+        }
         if self.features.compute.is_empty() {
-            bail!("features.compute: at least one feature is needed");
+            return Ok(());
         }
         // Build a plan at the configured rate (or a typical one for "native") so every DSP
         // parameter is checked now, not per item.
@@ -590,18 +627,29 @@ impl Config {
     /// Hash of everything that determines an item's outputs (decode and feature settings and
     /// [`ALGORITHM_VERSION`]); a change reprocesses finished items.
     pub fn output_hash(&self) -> String {
+        self.output_hash_with("")
+    }
+
+    /// [`Self::output_hash`] plus `tools`: the identity (path and version or file hash) of
+    /// every exec program, so a changed tool reprocesses.
+    pub fn output_hash_with(&self, tools: &str) -> String {
         #[derive(Serialize)]
         struct Hashed<'a> {
             algorithm: u32,
             decode: &'a DecodeConfig,
-            features: &'a FeaturesConfig,
+            features: Option<&'a FeaturesConfig>,
+            exec: &'a [ExecConfig],
+            tools: &'a str,
         }
         let mut features = self.features.clone();
         features.win_length = Some(features.win_length.unwrap_or(features.n_fft));
+        // Binary items (no decode) do not depend on the feature settings.
         let json = serde_json::to_string(&Hashed {
             algorithm: ALGORITHM_VERSION,
             decode: &self.decode,
-            features: &features,
+            features: self.decode.enabled.then_some(&features),
+            exec: &self.exec,
+            tools,
         })
         .expect("config serialises");
         blake3::hash(json.as_bytes()).to_hex()[..16].to_string()

@@ -1,6 +1,6 @@
 //! Driver for corpus runs (`klio-edge process`): expands inputs, owns the worker threads,
 //! decides per item between skip, retry and give-up, runs the stages
-//! (fetch -> decode -> features -> sink -> ledger), reports progress and the summary.
+//! (fetch -> decode -> features -> exec -> sink -> ledger), reports progress and the summary.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::decode::{AudioStream, DecodeError};
+use crate::exec::{ExecError, ExecStage};
 use crate::features::{FeatureError, FeatureStage};
 use crate::fetch::{self, FetchError};
 use crate::item::{InputFacts, ItemRef, Outcome};
@@ -109,6 +110,14 @@ impl From<FeatureError> for ItemError {
         }
     }
 }
+impl From<ExecError> for ItemError {
+    fn from(e: ExecError) -> Self {
+        ItemError {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
 impl From<SinkError> for ItemError {
     fn from(e: SinkError) -> Self {
         ItemError {
@@ -125,6 +134,7 @@ struct Ctx<'a> {
     ledger: Mutex<Ledger>,
     sink: Sink,
     features: FeatureStage,
+    exec: ExecStage,
     run_id: i64,
 }
 
@@ -141,12 +151,12 @@ struct ItemReport {
     error: Option<ItemError>,
 }
 
-/// Runs `process` to the end.
+/// Runs `process` to the end, with the exec programs resolved by [`ExecStage::new`].
 ///
 /// # Errors
 /// Only for problems with the run itself (ledger, output folder, inputs); item failures are
 /// recorded and counted.
-pub fn run(cfg: &Config, req: &ProcessRequest) -> Result<Summary> {
+pub fn run(cfg: &Config, req: &ProcessRequest, exec: ExecStage) -> Result<Summary> {
     let started = Instant::now();
     let expanded = crate::inputs::expand(&req.inputs, std::slice::from_ref(&req.out_dir))?;
     for w in &expanded.warnings {
@@ -159,7 +169,7 @@ pub fn run(cfg: &Config, req: &ProcessRequest) -> Result<Summary> {
     if recovered > 0 {
         tracing::warn!("{recovered} item(s) left running by an earlier run were marked failed (interrupted) and will be retried");
     }
-    let config_hash = cfg.output_hash();
+    let config_hash = cfg.output_hash_with(exec.identity());
     let run_id = ledger.begin_run(&req.command, &config_hash)?;
     let ctx = Ctx {
         cfg,
@@ -168,6 +178,7 @@ pub fn run(cfg: &Config, req: &ProcessRequest) -> Result<Summary> {
         ledger: Mutex::new(ledger),
         sink,
         features: FeatureStage::new(&cfg.features),
+        exec,
         run_id,
     };
 
@@ -376,7 +387,7 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
         return report(Outcome::Failed, 0.0, Some(ledger_error(&e)));
     }
     let mut stage_ms = json!({ "fetch": fetch_ms });
-    let result = decode_and_write(ctx, &item, &facts, &mut stage_ms);
+    let result = run_stages(ctx, &item, &facts, &mut stage_ms);
     let mut ledger = ctx.ledger();
     match result {
         Ok((audio_s, outputs)) => {
@@ -435,26 +446,79 @@ fn fail_before_claim(
     report(Outcome::Failed, 0.0, Some(err))
 }
 
-/// decode -> features -> sink. Returns the decoded duration and the output file names.
-fn decode_and_write(
+/// decode -> features -> exec -> sink, every output staged in one temp folder and committed
+/// together. Returns the decoded duration (0 for binary items) and the output file names.
+fn run_stages(
     ctx: &Ctx<'_>,
     item: &ItemRef,
     facts: &InputFacts,
     stage_ms: &mut serde_json::Value,
 ) -> Result<(f64, Vec<String>), ItemError> {
+    let staging = ctx.sink.temp_folder("item")?;
+    let mut timings = serde_json::Map::new();
+    timings.insert("fetch".into(), stage_ms["fetch"].clone());
+    let mut meta = json!({
+        "element": item.element,
+        "source": item.source,
+        "input_size": facts.size,
+        "input_hash": facts.hash,
+        "config_hash": ctx.config_hash,
+        "klio_edge_version": env!("CARGO_PKG_VERSION"),
+    });
+    let mut audio_s = 0.0;
+    let mut sink_t = Duration::ZERO;
+    if ctx.cfg.decode.enabled {
+        audio_s = decode_and_features(ctx, item, &staging, &mut meta, &mut timings, &mut sink_t)?;
+    }
+    if !ctx.exec.is_empty() {
+        // Dropped (and removed) on every path out of this block, errors included.
+        let scratch = ctx.sink.temp_folder("scratch")?;
+        let t = Instant::now();
+        let input = crate::item::absolute(&item.source);
+        let reports = ctx
+            .exec
+            .run(&input, &item.element, scratch.path(), staging.path())?;
+        timings.insert("exec".into(), json!(ms(t.elapsed())));
+        meta["exec"] = json!(reports);
+        meta["config"]["exec"] = json!(ctx.cfg.exec);
+    }
+    let t = Instant::now();
+    let names = ctx.sink.commit_staged(&item.element, &staging, &meta)?;
+    sink_t += t.elapsed();
+    timings.insert("sink".into(), json!(ms(sink_t)));
+    *stage_ms = serde_json::Value::Object(timings);
+    Ok((audio_s, names))
+}
+
+/// decode -> features, the `.npy` files written into `staging` and the audio facts into
+/// `meta`. Returns the decoded duration.
+fn decode_and_features(
+    ctx: &Ctx<'_>,
+    item: &ItemRef,
+    staging: &crate::sink::TempFolder,
+    meta: &mut serde_json::Value,
+    timings: &mut serde_json::Map<String, serde_json::Value>,
+    sink_t: &mut Duration,
+) -> Result<f64, ItemError> {
     let mut decode_t = Duration::ZERO;
     let mut features_t = Duration::ZERO;
     let t = Instant::now();
     let mut stream = AudioStream::open(&item.source, &ctx.cfg.decode)?;
     decode_t += t.elapsed();
-    let plan = ctx.features.plan(stream.info().sample_rate_hz)?;
-    let mut feats = FeatureStream::new(plan, stream.info().channels);
+    let info = stream.info();
+    let mut shapes = serde_json::Map::new();
+    let has_features = !ctx.cfg.features.compute.is_empty();
+    let plan = if has_features {
+        Some(ctx.features.plan(info.sample_rate_hz)?)
+    } else {
+        None
+    };
+    let mut feats = plan.map(|p| FeatureStream::new(p, info.channels));
     let mut writer = ctx
         .sink
         .begin_item(ctx.cfg.run.feature_memory_mb.saturating_mul(1 << 20));
-    if let Some(n) = stream.info().declared_frames {
+    if let Some(n) = info.declared_frames {
         // Declared source frames -> output frames (after resampling) -> feature frames.
-        let info = stream.info();
         let out =
             n.saturating_mul(info.sample_rate_hz as u64) / info.source_sample_rate_hz.max(1) as u64;
         writer.expect_frames(out / ctx.cfg.features.hop_length.max(1) as u64 + 2);
@@ -464,6 +528,9 @@ fn decode_and_write(
         let block = stream.next_block()?;
         decode_t += t.elapsed();
         let Some(block) = block else { break };
+        let Some(feats) = feats.as_mut() else {
+            continue;
+        };
         let t = Instant::now();
         let slices: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
         feats
@@ -473,50 +540,44 @@ fn decode_and_write(
         features_t += t.elapsed();
     }
     let info = stream.into_info();
-    let t = Instant::now();
-    let fin = feats.finish(&mut writer).map_err(FeatureError::Signal)?;
-    features_t += t.elapsed();
-
-    let t = Instant::now();
-    let shapes: serde_json::Map<String, serde_json::Value> = fin
-        .features()
-        .into_iter()
-        .map(|f| {
-            (
+    if let Some(feats) = feats {
+        let t = Instant::now();
+        let fin = feats.finish(&mut writer).map_err(FeatureError::Signal)?;
+        features_t += t.elapsed();
+        for f in fin.features() {
+            shapes.insert(
                 f.name().to_string(),
                 json!({ "file": format!("{}.npy", f.name()), "shape": fin.shape(f), "dtype": "float32" }),
-            )
-        })
-        .collect();
-    let meta = json!({
-        "element": item.element,
-        "source": item.source,
-        "duration_s": info.duration_s(),
-        "sample_rate_hz": info.sample_rate_hz,
-        "channels": info.channels,
-        "frames": info.frames,
-        "source_sample_rate_hz": info.source_sample_rate_hz,
-        "source_channels": info.source_channels,
-        "container": info.container,
-        "codec": info.codec,
-        "bits_per_sample": info.bits_per_sample,
-        "features": shapes,
-        "warnings": info.warnings,
-        "input_size": facts.size,
-        "input_hash": facts.hash,
-        "config_hash": ctx.config_hash,
-        "dsp_isa": klio_dsp::Kernels::active().isa().name(),
-        "config": { "decode": ctx.cfg.decode, "features": ctx.cfg.features },
-        "klio_edge_version": env!("CARGO_PKG_VERSION"),
-    });
-    let names = writer.finish(&item.element, &fin, &meta)?;
-    *stage_ms = json!({
-        "fetch": stage_ms["fetch"],
-        "decode": ms(decode_t),
-        "features": ms(features_t),
-        "sink": ms(t.elapsed()),
-    });
-    Ok((info.duration_s(), names))
+            );
+        }
+        let t = Instant::now();
+        writer.write_features(&fin, staging)?;
+        *sink_t += t.elapsed();
+    }
+    let m = meta.as_object_mut().expect("meta is an object");
+    for (k, v) in [
+        ("duration_s", json!(info.duration_s())),
+        ("sample_rate_hz", json!(info.sample_rate_hz)),
+        ("channels", json!(info.channels)),
+        ("frames", json!(info.frames)),
+        ("source_sample_rate_hz", json!(info.source_sample_rate_hz)),
+        ("source_channels", json!(info.source_channels)),
+        ("container", json!(info.container)),
+        ("codec", json!(info.codec)),
+        ("bits_per_sample", json!(info.bits_per_sample)),
+        ("features", json!(shapes)),
+        ("warnings", json!(info.warnings)),
+        ("dsp_isa", json!(klio_dsp::Kernels::active().isa().name())),
+        (
+            "config",
+            json!({ "decode": ctx.cfg.decode, "features": ctx.cfg.features }),
+        ),
+    ] {
+        m.insert(k.into(), v);
+    }
+    timings.insert("decode".into(), json!(ms(decode_t)));
+    timings.insert("features".into(), json!(ms(features_t)));
+    Ok(info.duration_s())
 }
 
 /// The ledger path for an output folder when none is given.

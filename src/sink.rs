@@ -60,6 +60,8 @@ impl Sink {
     /// # Errors
     /// The folders cannot be created.
     pub fn open(out_dir: &Path) -> Result<Sink, SinkError> {
+        // Absolute, so temp paths handed to exec programs (which run elsewhere) still resolve.
+        let out_dir = &crate::item::absolute(out_dir);
         let tmp_root = out_dir.join(TMP_DIR);
         fs::create_dir_all(&tmp_root).map_err(io(&tmp_root))?;
         if let Ok(entries) = fs::read_dir(&tmp_root) {
@@ -100,6 +102,41 @@ impl Sink {
         self.tmp_dir.join(format!("{n}-{name}"))
     }
 
+    /// A new empty folder under this sink's temp folder, removed when the value is dropped:
+    /// an item's outputs are staged in one before [`Self::commit_staged`], and exec programs
+    /// get one as their scratch folder.
+    ///
+    /// # Errors
+    /// The folder cannot be created.
+    pub fn temp_folder(&self, label: &str) -> Result<TempFolder, SinkError> {
+        let dir = self.tmp_path(label);
+        fs::create_dir(&dir).map_err(io(&dir))?;
+        Ok(TempFolder { dir })
+    }
+
+    /// Moves every file of `staging` into the item's folder, `meta.json` last, after removing
+    /// files there that this run does not produce. Returns the file names.
+    ///
+    /// # Errors
+    /// Any I/O failure; files already moved stay, but `meta.json` is not updated.
+    pub fn commit_staged(
+        &self,
+        element: &str,
+        staging: &TempFolder,
+        meta: &serde_json::Value,
+    ) -> Result<Vec<String>, SinkError> {
+        let mut staged = Vec::new();
+        for e in fs::read_dir(&staging.dir).map_err(io(&staging.dir))? {
+            let e = e.map_err(io(&staging.dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name != "meta.json" {
+                staged.push((e.path(), name));
+            }
+        }
+        staged.sort_by(|a, b| a.1.cmp(&b.1));
+        self.commit(element, &mut staged, meta)
+    }
+
     /// Starts writing an item: its frames go to the returned writer as they are computed.
     /// `memory_budget_bytes` bounds what the writer holds in memory (beyond it, frames spill
     /// to temp files in this sink's temp folder).
@@ -137,7 +174,8 @@ impl Sink {
         if let Ok(entries) = fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.ends_with(".npy") && !names.contains(&n) {
+                let file = e.file_type().is_ok_and(|t| t.is_file());
+                if file && !names.contains(&n) {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -173,6 +211,25 @@ fn write_synced(
         w.flush()?;
     }
     file.sync_data()
+}
+
+/// A folder under the sink's temp folder, removed with everything in it on drop.
+#[derive(Debug)]
+pub struct TempFolder {
+    dir: PathBuf,
+}
+
+impl TempFolder {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TempFolder {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Values per transpose tile when a feature is written (16 MiB of f32; smaller tiles were
@@ -374,32 +431,25 @@ impl ItemWriter<'_> {
         self.stores.values().any(|s| s.spill.is_some())
     }
 
-    /// Writes every feature as a float32 C-order `.npy` in librosa's shape, then `meta.json`,
-    /// and moves them into the item's folder. Returns the file names.
+    /// Writes every feature as a float32 C-order `.npy` in librosa's shape into `staging`
+    /// (then [`Sink::commit_staged`] moves them into place). Returns the file names.
     ///
     /// # Errors
-    /// Any I/O failure; nothing is moved into the item's folder unless every file is complete.
-    pub fn finish(
+    /// Any I/O failure, or an error that stopped the writer earlier.
+    pub fn write_features(
         mut self,
-        element: &str,
         fin: &Finalizer,
-        meta: &serde_json::Value,
+        staging: &TempFolder,
     ) -> Result<Vec<String>, SinkError> {
         self.check()?;
-        let mut staged = Vec::new();
-        let result = (|| {
-            for feature in fin.features() {
-                let name = format!("{}.npy", feature.name());
-                let tmp = self.sink.tmp_path(&name);
-                staged.push((tmp.clone(), name));
-                self.write_feature(&tmp, fin, feature).map_err(io(&tmp))?;
-            }
-            self.sink.commit(element, &mut staged, meta)
-        })();
-        for (tmp, _) in staged {
-            let _ = fs::remove_file(tmp);
+        let mut names = Vec::new();
+        for feature in fin.features() {
+            let name = format!("{}.npy", feature.name());
+            let path = staging.path().join(&name);
+            self.write_feature(&path, fin, feature).map_err(io(&path))?;
+            names.push(name);
         }
-        result
+        Ok(names)
     }
 
     fn write_feature(
@@ -532,8 +582,13 @@ mod tests {
         }
         let fin = s.finish(&mut w).unwrap();
         assert_eq!(w.spilled(), budget < 1 << 20);
-        let names = w.finish("e", &fin, &serde_json::json!({"a": 1})).unwrap();
+        let staging = sink.temp_folder("e").unwrap();
+        assert_eq!(w.write_features(&fin, &staging).unwrap().len(), 5);
+        let names = sink
+            .commit_staged("e", &staging, &serde_json::json!({"a": 1}))
+            .unwrap();
         assert_eq!(names.len(), 6);
+        drop(staging);
         for f in &want {
             let (shape, data) = read_npy(&dir.path().join(format!("e/{}.npy", f.feature.name())));
             let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();

@@ -11,14 +11,6 @@ use common::*;
 const XYLOFON: &str = "wav_s16_16k_mono_sound-icons-xylofon.wav";
 const SAMPLES: usize = 37141;
 
-fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("config/examples")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn run(dir: &Path, config: &str, out: &str) -> std::path::PathBuf {
     let src = real(XYLOFON);
     let (code, s) = process(

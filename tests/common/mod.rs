@@ -15,6 +15,15 @@ pub fn corpus() -> PathBuf {
     p
 }
 
+/// A config file of config/examples/.
+pub fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
 pub fn real(name: &str) -> PathBuf {
     corpus().join("real").join(name)
 }

@@ -197,4 +197,7 @@ fn isa_names_round_trip() {
     assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
     assert_eq!(Isa::from_name("sse"), None);
     assert!(Isa::best().supported());
+    // Under qemu-aarch64 (scripts/check-aarch64.sh) the NEON path must be the one tested.
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(Isa::best(), Isa::Neon);
 }
