@@ -7,7 +7,7 @@
 //! (which stays one argument whatever the replacement holds):
 //! `{input}` the input file (absolute path), `{scratch}` the per-item scratch folder,
 //! `{element}` the element id, `{outputs}` the folder holding this item's outputs so far
-//! (the feature `.npy` files and earlier exec outputs).
+//! (the feature `.npy` files and earlier exec outputs). `{{` stands for a literal `{`.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -136,6 +136,10 @@ fn check_placeholders(stage: &str, text: &str) -> Result<()> {
     let mut rest = text;
     while let Some(i) = rest.find('{') {
         let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            rest = after;
+            continue;
+        }
         match PLACEHOLDERS.iter().find(|p| tail.starts_with(**p)) {
             Some(p) => rest = &tail[p.len()..],
             None => bail!(
@@ -349,6 +353,11 @@ fn substitute(text: &str, vars: &[(&str, &str)]) -> String {
     'outer: while let Some(i) = rest.find('{') {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            out.push('{');
+            rest = after;
+            continue;
+        }
         for (k, v) in vars {
             if let Some(after) = tail.strip_prefix(k) {
                 out.push_str(v);
@@ -579,6 +588,8 @@ mod tests {
         assert_eq!(substitute("--in={input}", &vars), "--in=/a b/; rm -rf ~");
         assert_eq!(substitute("{element}{element}", &vars), "ee");
         assert_eq!(substitute("{x}", &vars), "{x}");
+        assert_eq!(substitute("{{input} {{", &vars), "{input} {");
+        assert!(check_placeholders("s", "/^{{/,/^}/p").is_ok());
         assert!(check_placeholders("s", "{input}/{scratch}").is_ok());
         assert!(check_placeholders("s", "{inptu}").is_err());
     }

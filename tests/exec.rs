@@ -272,7 +272,10 @@ fn exec_runs_after_features_and_reads_them() {
 fn bad_exec_configs_are_refused_up_front() {
     let dir = tempfile::tempdir().unwrap();
     for good in ["exec-checksum.toml", "exec-ffmpeg.toml"] {
-        let o = klio(dir.path(), &["config", "validate", "--config", &example(good)]);
+        let o = klio(
+            dir.path(),
+            &["config", "validate", "--config", &example(good)],
+        );
         assert!(o.status.success(), "{good}: {}", stderr(&o));
     }
     for (body, needle) in [
