@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command, ConfigCommand, LedgerCommand, LedgerLocation};
 use crate::config::{Config, Source};
 use crate::exec::ExecStage;
+use crate::infer::InferStage;
 use crate::ledger::Ledger;
 use crate::process::{self, ProcessRequest};
 
@@ -79,7 +80,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             // A missing program or a failing version probe is a configuration problem.
             let exec = usage(ExecStage::new(&cfg.exec))?;
-            let summary = process::run(&cfg, &req, exec)?;
+            let infer = usage(InferStage::new(&cfg.model))?;
+            let summary = process::run(&cfg, &req, exec, infer)?;
             if req.json {
                 println!("{}", serde_json::to_string(&summary)?);
             }

@@ -13,6 +13,7 @@ use klio_dsp::{
 use serde::{Deserialize, Serialize};
 
 use crate::exec::ExecConfig;
+use crate::infer::ModelConfig;
 
 /// Bump when a change to decoding or feature numerics must invalidate every finished item.
 /// 2: SIMD kernels (vector log), streamed sink.
@@ -35,6 +36,8 @@ pub struct Config {
     pub output: OutputConfig,
     /// `[[exec]]`: external programs run on each item, in order.
     pub exec: Vec<ExecConfig>,
+    /// `[[model]]`: ONNX models run on each item's waveform.
+    pub model: Vec<ModelConfig>,
 }
 
 /// A target sample rate, or the file's own.
@@ -538,8 +541,19 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(&p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                let cfg = Config::from_toml(&text)
+                let mut cfg = Config::from_toml(&text)
                     .with_context(|| format!("invalid config file {}", p.display()))?;
+                // Model files are named relative to the config file.
+                let dir = p.parent().map(|d| {
+                    if d.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        d
+                    }
+                });
+                for m in &mut cfg.model {
+                    m.path = crate::infer::resolve_path(&m.path, dir);
+                }
                 (cfg, Source::File(p))
             }
         };
@@ -593,14 +607,35 @@ impl Config {
                 names.push(n.clone());
             }
         }
+        for m in &self.model {
+            m.validate()?;
+            if self.model.iter().filter(|o| o.name == m.name).count() > 1 {
+                bail!("model.name: {:?} is used twice", m.name);
+            }
+            if !self.decode.enabled {
+                bail!(
+                    "model {:?}: models need decoded audio (decode.enabled = true)",
+                    m.name
+                );
+            }
+            if let SampleRate::Hz(hz) = self.decode.sample_rate_hz {
+                if hz != m.sample_rate_hz {
+                    bail!(
+                        "model {:?} needs {} Hz audio but decode.sample_rate_hz is {hz}",
+                        m.name,
+                        m.sample_rate_hz
+                    );
+                }
+            }
+        }
         if !self.decode.enabled {
             if self.exec.is_empty() {
                 bail!("decode.enabled = false: nothing to do without an [[exec]] stage");
             }
             return Ok(());
         }
-        if self.features.compute.is_empty() && self.exec.is_empty() {
-            bail!("features.compute: at least one feature is needed (or an [[exec]] stage)");
+        if self.features.compute.is_empty() && self.exec.is_empty() && self.model.is_empty() {
+            bail!("features.compute: at least one feature is needed (or a [[model]] or [[exec]])");
         }
         if self.features.compute.is_empty() {
             return Ok(());
@@ -639,6 +674,7 @@ impl Config {
             decode: &'a DecodeConfig,
             features: Option<&'a FeaturesConfig>,
             exec: &'a [ExecConfig],
+            models: Vec<ModelConfig>,
             tools: &'a str,
         }
         let mut features = self.features.clone();
@@ -649,6 +685,15 @@ impl Config {
             decode: &self.decode,
             features: self.decode.enabled.then_some(&features),
             exec: &self.exec,
+            // The file is identified by its hash (in `tools`), not by where it lies.
+            models: self
+                .model
+                .iter()
+                .map(|m| ModelConfig {
+                    path: PathBuf::new(),
+                    ..m.clone()
+                })
+                .collect(),
             tools,
         })
         .expect("config serialises");

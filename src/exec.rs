@@ -94,13 +94,7 @@ impl ExecConfig {
     /// The first invalid value, naming the stage and key.
     pub fn validate(&self) -> Result<()> {
         let n = &self.name;
-        if n.is_empty()
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            bail!("exec.name: {n:?} must be letters, digits, '-' or '_'");
-        }
+        crate::item::check_stage_name("exec.name", n)?;
         if self.program.trim().is_empty() {
             bail!("exec.program of {n:?}: empty");
         }

@@ -87,6 +87,22 @@ pub enum Outcome {
     GaveUp,
 }
 
+/// A stage or model name from the config (it becomes part of file names): letters, digits,
+/// `-` and `_`, 1 to 64 of them.
+///
+/// # Errors
+/// Any other name, naming `key`.
+pub fn check_stage_name(key: &str, name: &str) -> anyhow::Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        anyhow::bail!("{key}: {name:?} must be 1 to 64 letters, digits, '-' or '_'");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

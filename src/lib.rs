@@ -1,6 +1,6 @@
 //! klio-edge: turn a corpus of audio (or any binary) files into features, with a ledger.
 //!
-//! Data flows one way: inputs -> fetch -> decode -> features -> exec -> sink -> ledger. Each stage has
+//! Data flows one way: inputs -> fetch -> decode -> features / infer -> exec -> sink -> ledger. Each stage has
 //! one module; the drivers ([`process`]) own threads and decide retries; stages share only the
 //! nouns in [`item`].
 
@@ -11,6 +11,7 @@ pub mod decode;
 pub mod exec;
 pub mod features;
 pub mod fetch;
+pub mod infer;
 pub mod inputs;
 pub mod item;
 pub mod ledger;

@@ -17,6 +17,7 @@ use crate::decode::{AudioStream, DecodeError};
 use crate::exec::{ExecError, ExecStage};
 use crate::features::{FeatureError, FeatureStage};
 use crate::fetch::{self, FetchError};
+use crate::infer::{InferError, InferStage, OutputKind};
 use crate::item::{InputFacts, ItemRef, Outcome};
 use crate::ledger::{Ledger, RunCounts};
 use crate::sink::{Sink, SinkError};
@@ -118,6 +119,14 @@ impl From<ExecError> for ItemError {
         }
     }
 }
+impl From<InferError> for ItemError {
+    fn from(e: InferError) -> Self {
+        ItemError {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
 impl From<SinkError> for ItemError {
     fn from(e: SinkError) -> Self {
         ItemError {
@@ -135,6 +144,7 @@ struct Ctx<'a> {
     sink: Sink,
     features: FeatureStage,
     exec: ExecStage,
+    infer: InferStage,
     run_id: i64,
 }
 
@@ -156,7 +166,12 @@ struct ItemReport {
 /// # Errors
 /// Only for problems with the run itself (ledger, output folder, inputs); item failures are
 /// recorded and counted.
-pub fn run(cfg: &Config, req: &ProcessRequest, exec: ExecStage) -> Result<Summary> {
+pub fn run(
+    cfg: &Config,
+    req: &ProcessRequest,
+    exec: ExecStage,
+    infer: InferStage,
+) -> Result<Summary> {
     let started = Instant::now();
     let expanded = crate::inputs::expand(&req.inputs, std::slice::from_ref(&req.out_dir))?;
     for w in &expanded.warnings {
@@ -169,7 +184,7 @@ pub fn run(cfg: &Config, req: &ProcessRequest, exec: ExecStage) -> Result<Summar
     if recovered > 0 {
         tracing::warn!("{recovered} item(s) left running by an earlier run were marked failed (interrupted) and will be retried");
     }
-    let config_hash = cfg.output_hash_with(exec.identity());
+    let config_hash = cfg.output_hash_with(&format!("{}{}", exec.identity(), infer.identity()));
     let run_id = ledger.begin_run(&req.command, &config_hash)?;
     let ctx = Ctx {
         cfg,
@@ -179,6 +194,7 @@ pub fn run(cfg: &Config, req: &ProcessRequest, exec: ExecStage) -> Result<Summar
         sink,
         features: FeatureStage::new(&cfg.features),
         exec,
+        infer,
         run_id,
     };
 
@@ -523,11 +539,31 @@ fn decode_and_features(
             n.saturating_mul(info.sample_rate_hz as u64) / info.source_sample_rate_hz.max(1) as u64;
         writer.expect_frames(out / ctx.cfg.features.hop_length.max(1) as u64 + 2);
     }
+    let mut runs = ctx.infer.start(info.sample_rate_hz)?;
+    let mut infer_t = Duration::ZERO;
+    let mut mono = Vec::new();
     loop {
         let t = Instant::now();
         let block = stream.next_block()?;
         decode_t += t.elapsed();
         let Some(block) = block else { break };
+        if !runs.is_empty() {
+            let t = Instant::now();
+            let samples: &[f32] = if block.len() == 1 {
+                &block[0]
+            } else {
+                mono.clear();
+                mono.extend(
+                    (0..block[0].len())
+                        .map(|i| block.iter().map(|c| c[i]).sum::<f32>() / block.len() as f32),
+                );
+                &mono
+            };
+            for r in &mut runs {
+                r.push(samples)?;
+            }
+            infer_t += t.elapsed();
+        }
         let Some(feats) = feats.as_mut() else {
             continue;
         };
@@ -554,7 +590,37 @@ fn decode_and_features(
         writer.write_features(&fin, staging)?;
         *sink_t += t.elapsed();
     }
+    let mut models = Vec::new();
+    if !runs.is_empty() {
+        let t = Instant::now();
+        for r in runs {
+            let o = r.finish()?;
+            let (file, npy) = match o.cfg.output {
+                OutputKind::Segments => {
+                    let json_name = format!("{}.json", o.name);
+                    let mut text = serde_json::to_vec_pretty(&crate::infer::segments_json(&o))
+                        .expect("segments serialise");
+                    text.push(b'\n');
+                    let path = staging.path().join(&json_name);
+                    std::fs::write(&path, text).map_err(|source| SinkError::Io { path, source })?;
+                    (json_name, format!("{}_probs.npy", o.name))
+                }
+                OutputKind::Tensor => (format!("{}.npy", o.name), format!("{}.npy", o.name)),
+            };
+            crate::sink::write_npy(&staging.path().join(&npy), &[o.values.len()], &o.values)?;
+            models.push(json!({
+                "name": o.name, "sha256": o.sha256, "backend": o.cfg.backend,
+                "chunks": o.values.len(), "file": file, "values": npy,
+                "segments": o.segments.as_ref().map(Vec::len),
+            }));
+        }
+        infer_t += t.elapsed();
+        timings.insert("infer".into(), json!(ms(infer_t)));
+    }
     let m = meta.as_object_mut().expect("meta is an object");
+    if !models.is_empty() {
+        m.insert("models".into(), json!(models));
+    }
     for (k, v) in [
         ("duration_s", json!(info.duration_s())),
         ("sample_rate_hz", json!(info.sample_rate_hz)),

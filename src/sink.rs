@@ -520,6 +520,17 @@ impl Drop for ItemWriter<'_> {
     }
 }
 
+/// Writes a small float32 C-order `.npy` in one go.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), SinkError> {
+    debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+    let mut bytes = npy_header(shape);
+    bytes.extend_from_slice(f32_bytes(data));
+    fs::write(path, bytes).map_err(io(path))
+}
+
 /// An NPY 1.0 header for little-endian float32 in C order, padded to a multiple of 64 bytes.
 fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();

@@ -1,0 +1,569 @@
+//! Infer stage: ONNX models declared in `[[model]]` tables, loaded once per process and run
+//! over each item's decoded waveform as it streams by, in fixed chunks with optional context
+//! and recurrent state carried across chunks. Outputs are per-chunk values (`.npy`) and, for
+//! `output = "segments"`, time segments in JSON (Silero VAD's rules).
+//!
+//! Backend: tract (pure Rust, in every build). ONNX Runtime (`backend = "ort"`) is not built
+//! into this binary yet; a config naming it is refused with that reason.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+/// Which runtime runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// tract, compiled in (the default).
+    Tract,
+    /// ONNX Runtime (not in this build).
+    Ort,
+}
+
+/// What the model's output becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// The first output's first value per chunk, as `<name>.npy` (`[chunks]`).
+    Tensor,
+    /// Per-chunk probabilities (`<name>_probs.npy`) turned into speech segments
+    /// (`<name>.json`), as Silero VAD's `get_speech_timestamps`.
+    Segments,
+}
+
+/// Recurrent state carried from one chunk to the next.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Shape of the state tensor (f32, zeros at the start of each item), e.g. `[2, 1, 128]`.
+    pub shape: Vec<usize>,
+}
+
+/// `[model.segments]`: Silero's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// Speech starts at a chunk with probability >= this. Default 0.5.
+    pub threshold: f64,
+    /// Speech ends below this. Default `max(threshold - 0.15, 0.01)`.
+    pub neg_threshold: Option<f64>,
+    /// Shorter speech is dropped. Default 250 ms.
+    pub min_speech_ms: f64,
+    /// Silence shorter than this does not end speech. Default 100 ms.
+    pub min_silence_ms: f64,
+    /// Padding added on both sides of each segment. Default 30 ms.
+    pub speech_pad_ms: f64,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            threshold: 0.5,
+            neg_threshold: None,
+            min_speech_ms: 250.0,
+            min_silence_ms: 100.0,
+            speech_pad_ms: 30.0,
+        }
+    }
+}
+
+/// One `[[model]]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name (letters, digits, `-`, `_`): output file stem. Required.
+    pub name: String,
+    /// ONNX file; a relative path is relative to the config file's folder. Required.
+    pub path: PathBuf,
+    /// Expected SHA-256 of the file (hex); checked at load. Default: not checked.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// `"tract"` (default) or `"ort"`.
+    #[serde(default = "default_backend")]
+    pub backend: Backend,
+    /// Sample rate the model expects; `decode.sample_rate_hz` must equal it. Default 16000.
+    #[serde(default = "default_rate")]
+    pub sample_rate_hz: u32,
+    /// New samples per chunk. Default 512.
+    #[serde(default = "default_window")]
+    pub window_samples: usize,
+    /// Samples of the previous chunk prepended to each chunk (zeros before the first).
+    /// Default 0.
+    #[serde(default)]
+    pub context_samples: usize,
+    /// Recurrent state: second input, second output. Default none.
+    #[serde(default)]
+    pub state: Option<StateConfig>,
+    /// `"segments"` (default) or `"tensor"`.
+    #[serde(default = "default_output")]
+    pub output: OutputKind,
+    /// Segment rules for `output = "segments"`.
+    #[serde(default)]
+    pub segments: SegmentsConfig,
+}
+
+fn default_backend() -> Backend {
+    Backend::Tract
+}
+fn default_rate() -> u32 {
+    16000
+}
+fn default_window() -> usize {
+    512
+}
+fn default_output() -> OutputKind {
+    OutputKind::Segments
+}
+
+impl ModelConfig {
+    /// Checks names and ranges (the file is checked at load).
+    ///
+    /// # Errors
+    /// The first invalid value, naming the model and key.
+    pub fn validate(&self) -> Result<()> {
+        let n = &self.name;
+        crate::item::check_stage_name("model.name", n)?;
+        if self.backend == Backend::Ort {
+            bail!(
+                "model {n:?}: backend \"ort\" (ONNX Runtime) is not built into this binary; \
+                 use backend = \"tract\""
+            );
+        }
+        if !(1..=1 << 20).contains(&self.window_samples) {
+            bail!("model.window_samples of {n:?}: must be in 1..=1048576");
+        }
+        if self.context_samples > 1 << 20 {
+            bail!("model.context_samples of {n:?}: must be at most 1048576");
+        }
+        if let Some(s) = &self.state {
+            if s.shape.is_empty() || s.shape.iter().product::<usize>() > 1 << 24 {
+                bail!(
+                    "model.state.shape of {n:?}: {:?} is empty or too large",
+                    s.shape
+                );
+            }
+        }
+        let s = &self.segments;
+        if !(0.0..=1.0).contains(&s.threshold) {
+            bail!("model.segments.threshold of {n:?}: must be in 0..=1");
+        }
+        if s.min_speech_ms < 0.0 || s.min_silence_ms < 0.0 || s.speech_pad_ms < 0.0 {
+            bail!("model.segments of {n:?}: durations must be >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// Why a model failed an item.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// The item's audio is not at the model's rate.
+    #[error("model {model}: audio is at {got} Hz, the model needs {want} Hz (set decode.sample_rate_hz)")]
+    Rate {
+        /// Model name.
+        model: String,
+        /// The item's rate.
+        got: u32,
+        /// The model's rate.
+        want: u32,
+    },
+    /// The runtime refused a chunk (wrong shapes, unsupported op at run time).
+    #[error("model {model}: {message}")]
+    Run {
+        /// Model name.
+        model: String,
+        /// The runtime's message.
+        message: String,
+    },
+    /// The model produced NaN or infinity.
+    #[error("model {model}: non-finite output at chunk {chunk}")]
+    NonFinite {
+        /// Model name.
+        model: String,
+        /// Chunk index.
+        chunk: usize,
+    },
+}
+
+impl InferError {
+    /// The ledger's `error_kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InferError::Rate { .. } => "model_rate",
+            InferError::Run { .. } => "model_run",
+            InferError::NonFinite { .. } => "model_non_finite",
+        }
+    }
+}
+
+type Plan = TypedSimplePlan;
+
+/// A loaded model, shared by all workers.
+pub struct LoadedModel {
+    cfg: ModelConfig,
+    plan: Arc<Plan>,
+    sha256: String,
+}
+
+/// Every configured model, loaded once.
+pub struct InferStage {
+    models: Vec<LoadedModel>,
+    identity: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl InferStage {
+    /// Reads, checks (SHA-256) and optimises every model.
+    ///
+    /// # Errors
+    /// A missing file, a hash mismatch, or a model the runtime cannot load.
+    pub fn new(cfgs: &[ModelConfig]) -> Result<Self> {
+        let mut models = Vec::new();
+        let mut identity = String::new();
+        for cfg in cfgs {
+            let n = &cfg.name;
+            let bytes = std::fs::read(&cfg.path)
+                .with_context(|| format!("model {n:?}: cannot read {}", cfg.path.display()))?;
+            let sha = sha256_hex(&bytes);
+            if let Some(want) = &cfg.sha256 {
+                if !want.eq_ignore_ascii_case(&sha) {
+                    bail!(
+                        "model {n:?}: {} has SHA-256 {sha}, the config expects {want} \
+                         (wrong or corrupt file)",
+                        cfg.path.display()
+                    );
+                }
+            }
+            let plan = tract_onnx::onnx()
+                .model_for_read(&mut &bytes[..])
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "model {n:?}: tract cannot load {}: {e:#}",
+                        cfg.path.display()
+                    )
+                })?;
+            identity.push_str(&format!("model:{n}:{sha}\n"));
+            models.push(LoadedModel {
+                cfg: cfg.clone(),
+                plan,
+                sha256: sha,
+            });
+        }
+        Ok(InferStage { models, identity })
+    }
+
+    /// Whether any model is configured.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// Model names and file hashes, for the config hash.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// One runner per model for an item whose audio is at `rate` Hz.
+    ///
+    /// # Errors
+    /// [`InferError::Rate`] when the rate is not the model's.
+    pub fn start(&self, rate: u32) -> Result<Vec<ModelRun<'_>>, InferError> {
+        self.models
+            .iter()
+            .map(|m| {
+                if m.cfg.sample_rate_hz != rate {
+                    return Err(InferError::Rate {
+                        model: m.cfg.name.clone(),
+                        got: rate,
+                        want: m.cfg.sample_rate_hz,
+                    });
+                }
+                let state = m
+                    .cfg
+                    .state
+                    .as_ref()
+                    .map(|s| Tensor::zero::<f32>(&s.shape).expect("validated state shape"));
+                Ok(ModelRun {
+                    model: m,
+                    pending: Vec::with_capacity(m.cfg.window_samples),
+                    context: vec![0.0; m.cfg.context_samples],
+                    chunk: Vec::with_capacity(m.cfg.context_samples + m.cfg.window_samples),
+                    state,
+                    values: Vec::new(),
+                    samples: 0,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One model over one item's mono waveform.
+pub struct ModelRun<'m> {
+    model: &'m LoadedModel,
+    pending: Vec<f32>,
+    context: Vec<f32>,
+    chunk: Vec<f32>,
+    state: Option<Tensor>,
+    values: Vec<f32>,
+    samples: u64,
+}
+
+/// What a model produced for an item.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// Model name.
+    pub name: String,
+    /// SHA-256 of the model file.
+    pub sha256: String,
+    /// One value per chunk.
+    pub values: Vec<f32>,
+    /// Segments in samples, for `output = "segments"`.
+    pub segments: Option<Vec<(u64, u64)>>,
+    /// Samples seen.
+    pub samples: u64,
+    /// The model's config.
+    pub cfg: ModelConfig,
+}
+
+impl ModelRun<'_> {
+    /// Feeds mono samples at the model's rate; full chunks run at once.
+    ///
+    /// # Errors
+    /// The runtime fails or the output is not finite.
+    pub fn push(&mut self, mono: &[f32]) -> Result<(), InferError> {
+        self.samples += mono.len() as u64;
+        let w = self.model.cfg.window_samples;
+        let mut rest = mono;
+        while !rest.is_empty() {
+            let take = (w - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == w {
+                self.run_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_chunk(&mut self) -> Result<(), InferError> {
+        let cfg = &self.model.cfg;
+        let err = |e: TractError| InferError::Run {
+            model: cfg.name.clone(),
+            message: format!("{e:#}"),
+        };
+        self.chunk.clear();
+        self.chunk.extend_from_slice(&self.context);
+        self.chunk.extend_from_slice(&self.pending);
+        let input = Tensor::from_shape(&[1, self.chunk.len()], &self.chunk).map_err(err)?;
+        let mut inputs: TVec<TValue> = tvec!(input.into());
+        if let Some(s) = &self.state {
+            inputs.push(s.clone().into());
+        }
+        let out = self.model.plan.run(inputs).map_err(err)?;
+        let v = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(err)?
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or(f32::NAN);
+        if !v.is_finite() {
+            return Err(InferError::NonFinite {
+                model: cfg.name.clone(),
+                chunk: self.values.len(),
+            });
+        }
+        self.values.push(v);
+        if self.state.is_some() {
+            let next = out.get(1).ok_or_else(|| InferError::Run {
+                model: cfg.name.clone(),
+                message: "state is configured but the model has no second output".into(),
+            })?;
+            self.state = Some(next.clone().into_tensor());
+        }
+        let c = self.context.len();
+        if c > 0 {
+            let n = self.chunk.len();
+            self.context.copy_from_slice(&self.chunk[n - c..]);
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Runs the last, zero-padded chunk and returns the values (and segments).
+    ///
+    /// # Errors
+    /// As [`Self::push`].
+    pub fn finish(mut self) -> Result<ModelOutput, InferError> {
+        if !self.pending.is_empty() {
+            let w = self.model.cfg.window_samples;
+            self.pending.resize(w, 0.0);
+            self.run_chunk()?;
+        }
+        let cfg = &self.model.cfg;
+        let segments = (cfg.output == OutputKind::Segments).then(|| {
+            speech_segments(
+                &self.values,
+                cfg.sample_rate_hz,
+                cfg.window_samples,
+                self.samples,
+                &cfg.segments,
+            )
+        });
+        Ok(ModelOutput {
+            name: cfg.name.clone(),
+            sha256: self.model.sha256.clone(),
+            values: self.values,
+            segments,
+            samples: self.samples,
+            cfg: cfg.clone(),
+        })
+    }
+}
+
+/// Silero VAD's `get_speech_timestamps_from_probs` (no maximum speech length), in samples.
+pub fn speech_segments(
+    probs: &[f32],
+    rate: u32,
+    window: usize,
+    audio_samples: u64,
+    s: &SegmentsConfig,
+) -> Vec<(u64, u64)> {
+    let sr = rate as f64;
+    let min_speech = sr * s.min_speech_ms / 1000.0;
+    let pad = sr * s.speech_pad_ms / 1000.0;
+    let min_silence = sr * s.min_silence_ms / 1000.0;
+    let neg = s.neg_threshold.unwrap_or((s.threshold - 0.15).max(0.01));
+    let mut speeches: Vec<(f64, f64)> = Vec::new();
+    let mut start: Option<f64> = None;
+    let mut temp_end = 0.0f64;
+    for (i, &p) in probs.iter().enumerate() {
+        let p = p as f64;
+        let cur = (window * i) as f64;
+        if p >= s.threshold && temp_end != 0.0 {
+            temp_end = 0.0;
+        }
+        if p >= s.threshold && start.is_none() {
+            start = Some(cur);
+            continue;
+        }
+        if let Some(st) = start {
+            if p < neg {
+                if temp_end == 0.0 {
+                    temp_end = cur;
+                }
+                if cur - temp_end < min_silence {
+                    continue;
+                }
+                if temp_end - st > min_speech {
+                    speeches.push((st, temp_end));
+                }
+                start = None;
+                temp_end = 0.0;
+            }
+        }
+    }
+    let total = audio_samples as f64;
+    if let Some(st) = start {
+        if total - st > min_speech {
+            speeches.push((st, total));
+        }
+    }
+    let n = speeches.len();
+    for i in 0..n {
+        if i == 0 {
+            speeches[0].0 = (speeches[0].0 - pad).max(0.0).trunc();
+        }
+        if i + 1 < n {
+            let silence = speeches[i + 1].0 - speeches[i].1;
+            if silence < 2.0 * pad {
+                let half = (silence / 2.0).floor();
+                speeches[i].1 = (speeches[i].1 + half).trunc();
+                speeches[i + 1].0 = (speeches[i + 1].0 - half).max(0.0).trunc();
+            } else {
+                speeches[i].1 = (speeches[i].1 + pad).min(total).trunc();
+                speeches[i + 1].0 = (speeches[i + 1].0 - pad).max(0.0).trunc();
+            }
+        } else {
+            speeches[i].1 = (speeches[i].1 + pad).min(total).trunc();
+        }
+    }
+    speeches
+        .into_iter()
+        .map(|(a, b)| (a as u64, b as u64))
+        .collect()
+}
+
+/// The JSON written for `output = "segments"`.
+pub fn segments_json(o: &ModelOutput) -> serde_json::Value {
+    let rate = o.cfg.sample_rate_hz as f64;
+    let segs: Vec<serde_json::Value> = o
+        .segments
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|&(a, b)| {
+            serde_json::json!({
+                "start": a as f64 / rate,
+                "end": b as f64 / rate,
+                "start_sample": a,
+                "end_sample": b,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "model": o.name,
+        "sha256": o.sha256,
+        "backend": o.cfg.backend,
+        "sample_rate_hz": o.cfg.sample_rate_hz,
+        "chunk_s": o.cfg.window_samples as f64 / rate,
+        "chunks": o.values.len(),
+        "threshold": o.cfg.segments.threshold,
+        "speech_s": o.segments.as_deref().unwrap_or_default().iter().map(|&(a, b)| (b - a) as f64 / rate).sum::<f64>(),
+        "segments": segs,
+    })
+}
+
+/// Resolves a model path relative to the folder of the config file that named it.
+pub fn resolve_path(path: &Path, config_dir: Option<&Path>) -> PathBuf {
+    match config_dir {
+        Some(d) if path.is_relative() => d.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_follow_silero_rules() {
+        let s = SegmentsConfig::default();
+        // 16 kHz, 512-sample chunks (32 ms): 20 chunks of speech between silences.
+        let mut p = vec![0.05f32; 10];
+        p.extend(vec![0.9; 20]);
+        p.extend(vec![0.05; 20]);
+        let segs = speech_segments(&p, 16000, 512, 50 * 512, &s);
+        // Start at chunk 10 minus 30 ms padding; end at chunk 30 plus padding.
+        assert_eq!(segs, vec![(10 * 512 - 480, 30 * 512 + 480)]);
+        // Too short: 5 chunks = 160 ms < 250 ms.
+        let mut p = vec![0.05f32; 10];
+        p.extend(vec![0.9; 5]);
+        p.extend(vec![0.05; 20]);
+        assert!(speech_segments(&p, 16000, 512, 35 * 512, &s).is_empty());
+        // A dip shorter than min_silence (100 ms = 3.1 chunks) does not split.
+        let mut p = vec![0.9f32; 20];
+        p.extend(vec![0.1; 2]);
+        p.extend(vec![0.9; 20]);
+        assert_eq!(speech_segments(&p, 16000, 512, 42 * 512, &s).len(), 1);
+    }
+}
