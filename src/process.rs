@@ -406,8 +406,15 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
     let result = run_stages(ctx, &item, &facts, &mut stage_ms);
     let mut ledger = ctx.ledger();
     match result {
-        Ok((audio_s, outputs)) => {
-            match ledger.done(ctx.run_id, &item.element, audio_s, &stage_ms, &outputs) {
+        Ok((audio_s, outputs, models)) => {
+            match ledger.done(
+                ctx.run_id,
+                &item.element,
+                audio_s,
+                &stage_ms,
+                &outputs,
+                models.as_ref(),
+            ) {
                 Ok(()) => report(Outcome::Done, audio_s, None),
                 Err(e) => report(Outcome::Failed, audio_s, Some(ledger_error(&e))),
             }
@@ -469,7 +476,7 @@ fn run_stages(
     item: &ItemRef,
     facts: &InputFacts,
     stage_ms: &mut serde_json::Value,
-) -> Result<(f64, Vec<String>), ItemError> {
+) -> Result<(f64, Vec<String>, Option<serde_json::Value>), ItemError> {
     let staging = ctx.sink.temp_folder("item")?;
     let mut timings = serde_json::Map::new();
     timings.insert("fetch".into(), stage_ms["fetch"].clone());
@@ -482,9 +489,11 @@ fn run_stages(
         "klio_edge_version": env!("CARGO_PKG_VERSION"),
     });
     let mut audio_s = 0.0;
+    let mut models = None;
     let mut sink_t = Duration::ZERO;
     if ctx.cfg.decode.enabled {
-        audio_s = decode_and_features(ctx, item, &staging, &mut meta, &mut timings, &mut sink_t)?;
+        (audio_s, models) =
+            decode_and_features(ctx, item, &staging, &mut meta, &mut timings, &mut sink_t)?;
     }
     if !ctx.exec.is_empty() {
         // Dropped (and removed) on every path out of this block, errors included.
@@ -503,11 +512,11 @@ fn run_stages(
     sink_t += t.elapsed();
     timings.insert("sink".into(), json!(ms(sink_t)));
     *stage_ms = serde_json::Value::Object(timings);
-    Ok((audio_s, names))
+    Ok((audio_s, names, models))
 }
 
-/// decode -> features, the `.npy` files written into `staging` and the audio facts into
-/// `meta`. Returns the decoded duration.
+/// decode -> features / infer, the output files written into `staging` and the audio facts
+/// into `meta`. Returns the decoded duration and, when models ran, which ones (for the ledger).
 fn decode_and_features(
     ctx: &Ctx<'_>,
     item: &ItemRef,
@@ -515,7 +524,7 @@ fn decode_and_features(
     meta: &mut serde_json::Value,
     timings: &mut serde_json::Map<String, serde_json::Value>,
     sink_t: &mut Duration,
-) -> Result<f64, ItemError> {
+) -> Result<(f64, Option<serde_json::Value>), ItemError> {
     let mut decode_t = Duration::ZERO;
     let mut features_t = Duration::ZERO;
     let t = Instant::now();
@@ -619,7 +628,7 @@ fn decode_and_features(
     }
     let m = meta.as_object_mut().expect("meta is an object");
     if !models.is_empty() {
-        m.insert("models".into(), json!(models));
+        m.insert("models".into(), json!(&models));
     }
     for (k, v) in [
         ("duration_s", json!(info.duration_s())),
@@ -643,7 +652,13 @@ fn decode_and_features(
     }
     timings.insert("decode".into(), json!(ms(decode_t)));
     timings.insert("features".into(), json!(ms(features_t)));
-    Ok(info.duration_s())
+    let ledger_models = (!models.is_empty()).then(|| {
+        json!(models
+            .iter()
+            .map(|m| json!({ "name": m["name"], "sha256": m["sha256"], "backend": m["backend"] }))
+            .collect::<Vec<_>>())
+    });
+    Ok((info.duration_s(), ledger_models))
 }
 
 /// The ledger path for an output folder when none is given.

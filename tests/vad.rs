@@ -90,6 +90,15 @@ fn probabilities_and_segments_match_python_onnxruntime_and_silero() {
             serde_json::from_str(&std::fs::read_to_string(item.join("meta.json")).unwrap())
                 .unwrap();
         assert_eq!(meta["models"][0]["name"], "vad");
+        // The ledger records which model (and which file) produced the item.
+        let db =
+            rusqlite::Connection::open(dir.path().join(&out).join("klio-ledger.sqlite")).unwrap();
+        let models: String = db
+            .query_row("SELECT models FROM items", [], |r| r.get(0))
+            .unwrap();
+        let models: serde_json::Value = serde_json::from_str(&models).unwrap();
+        assert_eq!(models[0]["name"], "vad");
+        assert_eq!(models[0]["sha256"], meta["models"][0]["sha256"]);
         assert_eq!(
             meta["models"][0]["sha256"],
             "7776b81ad1b0350c15d7f1555943b9232eb53e9ca5d989c6d0cea9ebc8664d87"

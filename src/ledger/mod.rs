@@ -14,7 +14,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub use crate::item::InputFacts;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_models.sql")),
+];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -270,16 +273,19 @@ impl Ledger {
         duration_s: f64,
         stage_ms: &serde_json::Value,
         outputs: &[String],
+        models: Option<&serde_json::Value>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         let stage = stage_ms.to_string();
         let outs = serde_json::to_string(outputs)?;
+        let models = models.map(serde_json::Value::to_string);
         tx.execute(
             &format!(
                 "UPDATE items SET state = 'done', duration_s = ?2, stage_ms = ?3, outputs = ?4, \
-                 error_kind = NULL, error_message = NULL, attempts = 0, updated_at = {NOW} WHERE element = ?1"
+                 models = ?5, error_kind = NULL, error_message = NULL, attempts = 0, \
+                 updated_at = {NOW} WHERE element = ?1"
             ),
-            params![element, duration_s, stage, outs],
+            params![element, duration_s, stage, outs, models],
         )?;
         Self::history(&tx, run_id, element, "done", None, None, Some(&stage))?;
         tx.commit()?;
@@ -485,7 +491,8 @@ mod tests {
             l.claim(run, "e", "/x", &facts("h2"), "c1", false).unwrap(),
             1
         );
-        l.done(run, "e", 1.5, &j, &["mel.npy".into()]).unwrap();
+        l.done(run, "e", 1.5, &j, &["mel.npy".into()], None)
+            .unwrap();
         let row = l.get("e").unwrap().unwrap();
         assert_eq!((row.state.as_str(), row.attempts), ("done", 0));
         assert_eq!(l.counts().unwrap(), vec![("done".to_string(), 1)]);
