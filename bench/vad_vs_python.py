@@ -45,7 +45,9 @@ def python_vad(files):
 def main():
     if not BIN.exists():
         raise SystemExit("cargo build --release first")
-    files = sorted(p for p in CORPUS.iterdir() if p.is_file())
+    # The formats librosa reads without ffmpeg (soundfile/libsndfile), so both sides get all.
+    exts = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
+    files = sorted(p for p in CORPUS.iterdir() if p.is_file() and p.suffix in exts)
     t = time.perf_counter()
     audio = python_vad(files)
     py = time.perf_counter() - t
