@@ -87,46 +87,21 @@ fn ledger_error(e: &anyhow::Error) -> ItemError {
     }
 }
 
-impl From<FetchError> for ItemError {
-    fn from(e: FetchError) -> Self {
-        ItemError {
-            kind: e.kind(),
-            message: e.to_string(),
+/// Every stage error names its ledger kind with `kind()`.
+macro_rules! item_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ItemError {
+            fn from(e: $t) -> Self {
+                ItemError {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                }
+            }
         }
-    }
+    )*};
 }
-impl From<DecodeError> for ItemError {
-    fn from(e: DecodeError) -> Self {
-        ItemError {
-            kind: e.kind(),
-            message: e.to_string(),
-        }
-    }
-}
-impl From<FeatureError> for ItemError {
-    fn from(e: FeatureError) -> Self {
-        ItemError {
-            kind: e.kind(),
-            message: e.to_string(),
-        }
-    }
-}
-impl From<ExecError> for ItemError {
-    fn from(e: ExecError) -> Self {
-        ItemError {
-            kind: e.kind(),
-            message: e.to_string(),
-        }
-    }
-}
-impl From<InferError> for ItemError {
-    fn from(e: InferError) -> Self {
-        ItemError {
-            kind: e.kind(),
-            message: e.to_string(),
-        }
-    }
-}
+item_error_from!(FetchError, DecodeError, FeatureError, ExecError, InferError);
+
 impl From<SinkError> for ItemError {
     fn from(e: SinkError) -> Self {
         ItemError {
