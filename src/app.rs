@@ -12,6 +12,7 @@ use crate::exec::ExecStage;
 use crate::infer::InferStage;
 use crate::ledger::Ledger;
 use crate::process::{self, ProcessRequest};
+use crate::serve::{self, PublishRequest, ServeRequest};
 
 /// Exit code: everything succeeded.
 pub const EXIT_OK: i32 = 0;
@@ -114,6 +115,44 @@ pub fn run(cli: Cli) -> Result<i32> {
             } else {
                 EXIT_OK
             })
+        }
+        Command::Serve(args) => {
+            let out_dir = args.out.clone().unwrap_or_else(|| cfg.output.dir.clone());
+            let ledger = args
+                .ledger
+                .clone()
+                .or_else(|| cfg.output.ledger.clone())
+                .unwrap_or_else(|| process::default_ledger(&out_dir));
+            let n = args.jobs.unwrap_or(match cfg.serve.max_in_flight {
+                0 => cfg.run.jobs,
+                n => n,
+            });
+            let req = ServeRequest {
+                out_dir,
+                ledger,
+                max_in_flight: match n {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    n => n,
+                },
+                until_idle: args.until_idle,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            let exec = usage(ExecStage::new(&cfg.exec))?;
+            let infer = usage(InferStage::new(&cfg.model))?;
+            serve::run(cfg, &req, exec, infer)
+        }
+        Command::Publish(args) => {
+            let n = serve::publish(
+                &cfg,
+                &PublishRequest {
+                    inputs: args.inputs,
+                    force: args.force,
+                },
+            )?;
+            if !cli.quiet {
+                eprintln!("published {n} item(s) to the {:?} source", cfg.serve.source);
+            }
+            Ok(EXIT_OK)
         }
         Command::Ledger { command } => match command {
             LedgerCommand::Status(loc) => {

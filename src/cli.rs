@@ -14,6 +14,9 @@ pub struct Cli {
     /// Print only errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Log line format on stderr: `text` or `json` (one object per line). Default: $KLIO_LOG_FORMAT, else text.
+    #[arg(long, global = true, value_name = "FORMAT", env = "KLIO_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -24,6 +27,11 @@ pub struct Cli {
 pub enum Command {
     /// Process a corpus once: files, folders (recursive), globs and @manifest files.
     Process(ProcessArgs),
+    /// Run as a service: take events from the configured source (`[serve]`), process each item
+    /// as `process` would, acknowledge after the ledger commit.
+    Serve(ServeArgs),
+    /// Send items (files, folders, globs, @manifests) to the configured source for `serve`.
+    Publish(PublishArgs),
     /// Inspect the ledger.
     Ledger {
         /// What to show.
@@ -59,6 +67,34 @@ pub struct ProcessArgs {
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Output folder (default: output.dir from the config, `features`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Ledger file (default: <out>/klio-ledger.sqlite). Give each process of a fleet its own.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Items in flight at once (default: serve.max_in_flight, else run.jobs, 0 = one per core).
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Exit 0 once the source is drained (nothing queued, nothing delivered and unacked).
+    #[arg(long)]
+    pub until_idle: bool,
+}
+
+/// `publish` flags.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Inputs: files, folders, globs, or @FILE manifests (one path per line).
+    #[arg(required = true, value_name = "ELEMENTS_OR_PATHS")]
+    pub inputs: Vec<String>,
+    /// Ask serve to recompute items that are already done.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Where the ledger is, for the `ledger` commands.

@@ -38,6 +38,8 @@ pub struct Config {
     pub exec: Vec<ExecConfig>,
     /// `[[model]]`: ONNX models run on each item's waveform.
     pub model: Vec<ModelConfig>,
+    /// `[serve]`: the service (`klio-edge serve` and `publish`); does not affect outputs.
+    pub serve: crate::serve::settings::ServeConfig,
 }
 
 /// A target sample rate, or the file's own.
@@ -587,6 +589,7 @@ impl Config {
         if self.run.max_attempts == 0 {
             bail!("run.max_attempts: must be at least 1");
         }
+        self.serve.validate()?;
         let mut names: Vec<String> = Vec::new();
         for e in &self.exec {
             e.validate()?;

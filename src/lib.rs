@@ -16,4 +16,5 @@ pub mod inputs;
 pub mod item;
 pub mod ledger;
 pub mod process;
+pub mod serve;
 pub mod sink;

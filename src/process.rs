@@ -74,10 +74,23 @@ pub struct Summary {
 }
 
 /// An error attributed to one item.
-#[derive(Debug)]
-struct ItemError {
-    kind: &'static str,
-    message: String,
+#[derive(Debug, Clone)]
+pub struct ItemError {
+    /// The ledger's `error_kind`.
+    pub kind: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ItemError {
+    /// Whether a later attempt could succeed: I/O, a missing input (it may still arrive), the
+    /// output folder or the ledger, an exec program that timed out. Bad data is not retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            "io" | "missing_input" | "sink" | "ledger" | "exec_timeout" | "exec_io"
+        )
+    }
 }
 
 fn ledger_error(e: &anyhow::Error) -> ItemError {
@@ -111,7 +124,9 @@ impl From<SinkError> for ItemError {
     }
 }
 
-struct Ctx<'a> {
+/// The pipeline with its stages loaded and its ledger open: built once per process, shared by
+/// the worker threads of `process` and `serve`.
+pub struct Engine<'a> {
     cfg: &'a Config,
     config_hash: String,
     force: bool,
@@ -123,17 +138,97 @@ struct Ctx<'a> {
     run_id: i64,
 }
 
-impl Ctx<'_> {
+/// Where an engine writes and what it was started with.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Ledger file.
+    pub ledger: PathBuf,
+    /// Recompute done items.
+    pub force: bool,
+    /// The command line, for the ledger's run row.
+    pub command: String,
+}
+
+impl<'a> Engine<'a> {
+    /// Opens the output folder and the ledger (marking items an earlier run left `running` as
+    /// interrupted) and starts a ledger run.
+    ///
+    /// # Errors
+    /// The output folder or the ledger cannot be opened.
+    pub fn open(
+        cfg: &'a Config,
+        opts: &EngineOptions,
+        exec: ExecStage,
+        infer: InferStage,
+    ) -> Result<Engine<'a>> {
+        let sink = Sink::open(&opts.out_dir)
+            .with_context(|| format!("output folder {}", opts.out_dir.display()))?;
+        let mut ledger = Ledger::open(&opts.ledger)?;
+        let recovered = ledger.recover_running()?;
+        if recovered > 0 {
+            tracing::warn!("{recovered} item(s) left running by an earlier run were marked failed (interrupted) and will be retried");
+        }
+        let config_hash = cfg.output_hash_with(&format!("{}{}", exec.identity(), infer.identity()));
+        let run_id = ledger.begin_run(&opts.command, &config_hash)?;
+        Ok(Engine {
+            cfg,
+            config_hash,
+            force: opts.force,
+            ledger: Mutex::new(ledger),
+            sink,
+            features: FeatureStage::new(&cfg.features),
+            exec,
+            infer,
+            run_id,
+        })
+    }
+
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Whether the ledger answers and can take a write lock now (for readiness probes).
+    pub fn ledger_writable(&self) -> bool {
+        self.ledger().writable()
+    }
+
+    /// Processes one item (skip, retry or give up as the ledger says; `force` recomputes).
+    pub fn process(&self, item: ItemRef, force: bool) -> ItemReport {
+        process_item(self, item, force || self.force)
+    }
+
+    /// Ends the ledger run with `counts` and removes this process's temp folder.
+    ///
+    /// # Errors
+    /// The ledger cannot be written.
+    pub fn close(self, counts: &RunCounts) -> Result<()> {
+        let Engine {
+            ledger,
+            sink,
+            run_id,
+            ..
+        } = self;
+        sink.close();
+        let mut ledger = ledger.into_inner().unwrap_or_else(|p| p.into_inner());
+        ledger.finish_run(run_id, counts)
+    }
 }
 
-struct ItemReport {
-    item: ItemRef,
-    outcome: Outcome,
-    audio_s: f64,
-    error: Option<ItemError>,
+/// How one item ended.
+#[derive(Debug, Clone)]
+pub struct ItemReport {
+    /// The item.
+    pub item: ItemRef,
+    /// Done, skipped, failed or gave up.
+    pub outcome: Outcome,
+    /// Seconds of audio decoded.
+    pub audio_s: f64,
+    /// Why it failed.
+    pub error: Option<ItemError>,
+    /// Milliseconds per stage (`fetch`, `decode`, `features`, `infer`, `exec`, `sink`).
+    pub stage_ms: Vec<(String, f64)>,
 }
 
 /// Runs `process` to the end, with the exec programs resolved by [`ExecStage::new`].
@@ -152,26 +247,14 @@ pub fn run(
     for w in &expanded.warnings {
         tracing::warn!("{w}");
     }
-    let sink = Sink::open(&req.out_dir)
-        .with_context(|| format!("output folder {}", req.out_dir.display()))?;
-    let mut ledger = Ledger::open(&req.ledger)?;
-    let recovered = ledger.recover_running()?;
-    if recovered > 0 {
-        tracing::warn!("{recovered} item(s) left running by an earlier run were marked failed (interrupted) and will be retried");
-    }
-    let config_hash = cfg.output_hash_with(&format!("{}{}", exec.identity(), infer.identity()));
-    let run_id = ledger.begin_run(&req.command, &config_hash)?;
-    let ctx = Ctx {
-        cfg,
-        config_hash,
+    let opts = EngineOptions {
+        out_dir: req.out_dir.clone(),
+        ledger: req.ledger.clone(),
         force: req.force,
-        ledger: Mutex::new(ledger),
-        sink,
-        features: FeatureStage::new(&cfg.features),
-        exec,
-        infer,
-        run_id,
+        command: req.command.clone(),
     };
+    let ctx = Engine::open(cfg, &opts, exec, infer)?;
+    let run_id = ctx.run_id;
 
     let items = expanded.items;
     let total = items.len() as u64;
@@ -190,7 +273,7 @@ pub fn run(
             let (rx, tx, ctx) = (work_rx.clone(), done_tx.clone(), &ctx);
             s.spawn(move || {
                 for item in rx {
-                    let report = process_item(ctx, item);
+                    let report = ctx.process(item, false);
                     if tx.send(report).is_err() {
                         break;
                     }
@@ -257,10 +340,7 @@ pub fn run(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let Ctx { ledger, sink, .. } = ctx;
-    sink.close();
-    let mut ledger = ledger.into_inner().unwrap_or_else(|p| p.into_inner());
-    ledger.finish_run(run_id, &counts)?;
+    ctx.close(&counts)?;
     let wall_s = started.elapsed().as_secs_f64();
     Ok(Summary {
         done: counts.done,
@@ -297,12 +377,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Decides what to do with one item and does it; every path ends in the ledger.
-fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
+fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
     let report = |outcome, audio_s, error| ItemReport {
         item: item.clone(),
         outcome,
         audio_s,
         error,
+        stage_ms: Vec::new(),
     };
     let source = item.source.to_string_lossy().into_owned();
     let t_fetch = Instant::now();
@@ -323,7 +404,7 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
     };
     // Fast path: same size and mtime as a done row means the same input (as make and rsync assume).
     if let Some(r) = &row {
-        if !ctx.force
+        if !force
             && done_here(r)
             && r.input_size == facts.size
             && r.input_mtime_ns == facts.mtime_ns
@@ -341,13 +422,13 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
     }
     if let Some(r) = &row {
         let same_input = r.input_hash == facts.hash && r.config_hash == ctx.config_hash;
-        if !ctx.force && same_input && done_here(r) {
+        if !force && same_input && done_here(r) {
             let _ = ctx
                 .ledger()
                 .note(ctx.run_id, &item.element, "skipped", &facts);
             return report(Outcome::Skipped, 0.0, None);
         }
-        if !ctx.force
+        if !force
             && same_input
             && r.state == "failed"
             && r.attempts >= ctx.cfg.run.max_attempts as i64
@@ -373,7 +454,7 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
         &source,
         &facts,
         &ctx.config_hash,
-        ctx.force,
+        force,
     ) {
         return report(Outcome::Failed, 0.0, Some(ledger_error(&e)));
     }
@@ -390,7 +471,17 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
                 &outputs,
                 models.as_ref(),
             ) {
-                Ok(()) => report(Outcome::Done, audio_s, None),
+                Ok(()) => ItemReport {
+                    stage_ms: stage_ms
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    ..report(Outcome::Done, audio_s, None)
+                },
                 Err(e) => report(Outcome::Failed, audio_s, Some(ledger_error(&e))),
             }
         }
@@ -409,7 +500,7 @@ fn process_item(ctx: &Ctx<'_>, item: ItemRef) -> ItemReport {
 }
 
 fn fail_before_claim(
-    ctx: &Ctx<'_>,
+    ctx: &Engine<'_>,
     item: &ItemRef,
     source: &str,
     facts: InputFacts,
@@ -447,7 +538,7 @@ fn fail_before_claim(
 /// decode -> features -> exec -> sink, every output staged in one temp folder and committed
 /// together. Returns the decoded duration (0 for binary items) and the output file names.
 fn run_stages(
-    ctx: &Ctx<'_>,
+    ctx: &Engine<'_>,
     item: &ItemRef,
     facts: &InputFacts,
     stage_ms: &mut serde_json::Value,
@@ -493,7 +584,7 @@ fn run_stages(
 /// decode -> features / infer, the output files written into `staging` and the audio facts
 /// into `meta`. Returns the decoded duration and, when models ran, which ones (for the ledger).
 fn decode_and_features(
-    ctx: &Ctx<'_>,
+    ctx: &Engine<'_>,
     item: &ItemRef,
     staging: &crate::sink::TempFolder,
     meta: &mut serde_json::Value,

@@ -148,6 +148,13 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether a write transaction can start now (taken and rolled back at once).
+    pub fn writable(&self) -> bool {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .is_ok()
+    }
+
     /// Marks rows left `running` (by a crashed or killed run) as failed with kind
     /// `interrupted`; their attempt stays counted. Returns how many.
     ///

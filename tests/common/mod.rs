@@ -127,3 +127,4 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+pub mod serve;

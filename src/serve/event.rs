@@ -1,0 +1,253 @@
+//! What arrives from a queue: the event (which item, forced or not), how it is parsed, and the
+//! two traits every event source implements.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::item::{self, ItemRef};
+
+/// Longest message accepted, in bytes (a path or a small JSON object).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest element id a message may name.
+pub const MAX_ELEMENT_LEN: usize = 200;
+
+/// One request to process an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The element id named by the message, or `None` to derive it from the path as `process`
+    /// does.
+    pub element: Option<String>,
+    /// Local path (or `file://` URI) of the input.
+    pub path: PathBuf,
+    /// Recompute even if done.
+    pub force: bool,
+}
+
+impl Event {
+    /// The item this event names.
+    pub fn item(&self) -> ItemRef {
+        match &self.element {
+            Some(e) => ItemRef {
+                element: e.clone(),
+                source: item::absolute(&self.path),
+            },
+            None => ItemRef::for_path(&self.path),
+        }
+    }
+}
+
+/// Why a message cannot become an event (it is dead-lettered with this reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadMessage(pub String);
+
+fn bad<T>(s: impl Into<String>) -> Result<T, BadMessage> {
+    Err(BadMessage(s.into()))
+}
+
+/// Checks an element id named by a message: 1 to 200 of `[A-Za-z0-9._-]`, not starting with
+/// `.`, so it can never name a path outside the output folder.
+///
+/// # Errors
+/// The reason it is refused.
+pub fn check_element(e: &str) -> Result<(), BadMessage> {
+    if e.is_empty() || e.len() > MAX_ELEMENT_LEN {
+        return bad(format!(
+            "element must be 1 to {MAX_ELEMENT_LEN} characters long"
+        ));
+    }
+    if e.starts_with('.') {
+        return bad(format!("element {e:?} must not start with '.'"));
+    }
+    if let Some(c) = e
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(format!(
+            "element {:?} holds {c:?}; only letters, digits, '.', '_' and '-' are allowed",
+            e.escape_debug().to_string()
+        ));
+    }
+    Ok(())
+}
+
+fn path_of(uri: &str) -> Result<PathBuf, BadMessage> {
+    if uri.is_empty() {
+        return bad("empty path");
+    }
+    if uri.contains('\0') {
+        return bad("path holds a NUL byte");
+    }
+    if let Some(p) = uri.strip_prefix("file://") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some((scheme, _)) = uri.split_once("://") {
+        if scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        {
+            return bad(format!(
+                "{scheme}:// inputs are not supported by serve yet; give a local path or file:// URI"
+            ));
+        }
+    }
+    Ok(PathBuf::from(uri))
+}
+
+/// Parses a message body: a JSON object `{"element": ..., "uri": ..., "force": ...}` (only
+/// `uri` required; `path` is accepted for `uri`) or a bare path / `file://` URI on one line.
+///
+/// # Errors
+/// Anything else, with the reason.
+pub fn parse(body: &[u8]) -> Result<Event, BadMessage> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return bad(format!(
+            "message is {} bytes; at most {MAX_MESSAGE_BYTES} are accepted",
+            body.len()
+        ));
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return bad("message is not UTF-8 text");
+    };
+    let text = text.trim();
+    if text.starts_with('{') {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Json {
+            element: Option<String>,
+            #[serde(alias = "path")]
+            uri: String,
+            #[serde(default)]
+            force: bool,
+        }
+        let j: Json =
+            serde_json::from_str(text).map_err(|e| BadMessage(format!("bad JSON message: {e}")))?;
+        if let Some(e) = &j.element {
+            check_element(e)?;
+        }
+        return Ok(Event {
+            element: j.element,
+            path: path_of(&j.uri)?,
+            force: j.force,
+        });
+    }
+    if text.contains('\n') {
+        return bad("a bare message must be one path on one line");
+    }
+    Ok(Event {
+        element: None,
+        path: path_of(text)?,
+        force: false,
+    })
+}
+
+/// The JSON message `publish` sends for a path.
+pub fn message_for(path: &std::path::Path, force: bool) -> Vec<u8> {
+    let mut m = serde_json::json!({ "uri": item::absolute(path) });
+    if force {
+        m["force"] = true.into();
+    }
+    serde_json::to_vec(&m).expect("message serialises")
+}
+
+/// How the driver settles one delivery.
+#[allow(async_fn_in_trait)] // used on one thread (a LocalSet), never across threads
+pub trait Delivery {
+    /// Which delivery of this message this is (1 for the first).
+    fn attempt(&self) -> u32;
+    /// Where it came from, for logs.
+    fn describe(&self) -> String;
+    /// The item is finished (done or skipped): remove the message.
+    ///
+    /// # Errors
+    /// The broker or the file system refused.
+    async fn ack(self) -> Result<()>;
+    /// A retryable failure: deliver again after `delay` (the source may ignore the delay).
+    ///
+    /// # Errors
+    /// As for `ack`.
+    async fn retry(self, delay: Duration) -> Result<()>;
+    /// A poison message or a failure out of attempts: park it with `reason` and never deliver
+    /// it again.
+    ///
+    /// # Errors
+    /// As for `ack`.
+    async fn dead_letter(self, kind: &str, reason: &str) -> Result<()>;
+}
+
+/// A queue of events shared by a fleet.
+#[allow(async_fn_in_trait)]
+pub trait EventSource {
+    /// The handle to settle one message.
+    type Delivery: Delivery + 'static;
+    /// Waits up to `wait` for the next message; `room` is how many more this process can take
+    /// now (a hint for how many to pull at once). The body is parsed, or the reason why not.
+    ///
+    /// # Errors
+    /// The connection to the source failed.
+    async fn next(
+        &mut self,
+        room: usize,
+        wait: Duration,
+    ) -> Result<Option<(Result<Event, BadMessage>, Self::Delivery)>>;
+    /// Whether nothing is left for the fleet: nothing queued and nothing delivered but not yet
+    /// acknowledged (a dead consumer's messages count until they are redelivered).
+    ///
+    /// # Errors
+    /// The source cannot be asked.
+    async fn drained(&mut self) -> Result<bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_json_bare_and_file_uri() {
+        let e = parse(br#"{"element": "a-1", "uri": "file:///x/y.wav", "force": true}"#).unwrap();
+        assert_eq!(e.element.as_deref(), Some("a-1"));
+        assert_eq!(e.path, PathBuf::from("/x/y.wav"));
+        assert!(e.force);
+        let e = parse(b"  /data/b.flac\n").unwrap();
+        assert_eq!(e.path, PathBuf::from("/data/b.flac"));
+        assert!(!e.force && e.element.is_none());
+        assert_eq!(
+            parse(br#"{"path": "c.wav"}"#).unwrap().path,
+            PathBuf::from("c.wav")
+        );
+    }
+
+    #[test]
+    fn refuses_hostile_and_malformed_messages() {
+        for body in [
+            &b"{not json"[..],
+            br#"{"uri": "a.wav", "extra": 1}"#,
+            br#"{"element": "../etc", "uri": "a.wav"}"#,
+            br#"{"element": ".hidden", "uri": "a.wav"}"#,
+            br#"{"element": "a/b", "uri": "a.wav"}"#,
+            b"",
+            b"a\nb",
+            b"a\0b",
+            b"\xff\xfe",
+            b"gs://bucket/x.wav",
+        ] {
+            assert!(
+                parse(body).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(parse(&vec![b'a'; MAX_MESSAGE_BYTES + 1]).is_err());
+        assert!(check_element(&"e".repeat(MAX_ELEMENT_LEN + 1)).is_err());
+        assert!(check_element("song_01.take-2").is_ok());
+    }
+
+    #[test]
+    fn publish_message_round_trips() {
+        let e = parse(&message_for(std::path::Path::new("/tmp/x.wav"), true)).unwrap();
+        assert_eq!(e.path, PathBuf::from("/tmp/x.wav"));
+        assert!(e.force);
+    }
+}

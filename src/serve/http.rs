@@ -1,0 +1,174 @@
+//! The service's HTTP endpoint and its metrics: `/healthz` (the process answers), `/readyz`
+//! (source connected, models loaded, ledger writable), `/metrics` (Prometheus text format).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to about 65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Counters, histograms and the in-flight gauge.
+pub struct Metrics {
+    registry: Registry,
+    events: Family<Labels, Counter>,
+    stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    ack_seconds: Histogram,
+    in_flight: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("klio");
+        let events = Family::<Labels, Counter>::default();
+        let stage_seconds =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let ack_seconds = latency_histogram();
+        let in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "events",
+            "Events by outcome: received, done, skipped, failed, dead_lettered, retried",
+            events.clone(),
+        );
+        registry.register(
+            "stage_seconds",
+            "Time spent in each pipeline stage per item",
+            stage_seconds.clone(),
+        );
+        registry.register(
+            "event_to_ack_seconds",
+            "From taking an event to settling it (ack, nak or dead letter)",
+            ack_seconds.clone(),
+        );
+        registry.register("in_flight", "Items being processed now", in_flight.clone());
+        Metrics {
+            registry,
+            events,
+            stage_seconds,
+            ack_seconds,
+            in_flight,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one event outcome.
+    pub fn count(&self, outcome: &str) {
+        self.events
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
+
+    /// Records one stage's time for one item.
+    pub fn stage(&self, stage: &str, ms: f64) {
+        self.stage_seconds
+            .get_or_create(&vec![("stage", stage.to_string())])
+            .observe(ms / 1e3);
+    }
+
+    /// Records event-to-ack latency.
+    pub fn settled(&self, seconds: f64) {
+        self.ack_seconds.observe(seconds);
+    }
+
+    /// Moves the in-flight gauge.
+    pub fn in_flight(&self, delta: i64) {
+        self.in_flight.inc_by(delta);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// What `/readyz` reports.
+pub struct Health {
+    /// The metrics.
+    pub metrics: Metrics,
+    /// The event source is connected.
+    pub source_ready: AtomicBool,
+    /// The ledger can take a write (probed by the driver).
+    pub ledger_ok: AtomicBool,
+    /// Shutting down: not ready for new work.
+    pub stopping: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            metrics: Metrics::default(),
+            source_ready: AtomicBool::new(false),
+            ledger_ok: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+        }
+    }
+}
+
+async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    let checks = [
+        ("source", h.source_ready.load(Ordering::Relaxed)),
+        ("models", true), // loaded before the endpoint starts
+        ("ledger", h.ledger_ok.load(Ordering::Relaxed)),
+        ("running", !h.stopping.load(Ordering::Relaxed)),
+    ];
+    let body: String = checks
+        .iter()
+        .map(|(k, ok)| format!("{k} {}\n", if *ok { "ok" } else { "FAIL" }))
+        .collect();
+    let code = if checks.iter().all(|c| c.1) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
+}
+
+async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        h.metrics.render(),
+    )
+}
+
+/// Binds `addr` and serves the endpoint in the background; returns the bound address.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn start(addr: &str, health: Arc<Health>) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (serve.http)"))?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(health);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("HTTP endpoint stopped: {e}");
+        }
+    });
+    Ok(bound)
+}

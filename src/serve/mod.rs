@@ -1,0 +1,468 @@
+//! Driver for the service (`klio-edge serve`) and for `klio-edge publish`: events from a source
+//! (inbox folder or NATS JetStream) name items; each item runs through the same [`Engine`] as
+//! `process`; the event is settled (ack, retry with backoff, or dead letter) only after the
+//! ledger commit. At most `max_in_flight` events are held at once, so memory stays flat however
+//! long the backlog.
+//!
+//! Threads: one (current-thread) async runtime drives the source, the HTTP endpoint and the
+//! signals; items run on blocking threads.
+
+pub mod event;
+pub mod http;
+pub mod inbox;
+pub mod nats;
+pub mod settings;
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::exec::ExecStage;
+use crate::infer::InferStage;
+use crate::item::Outcome;
+use crate::ledger::RunCounts;
+use crate::process::{Engine, EngineOptions};
+use event::{BadMessage, Delivery, Event, EventSource};
+use http::Health;
+use settings::SourceKind;
+
+/// What `serve` was asked to do (flags resolved against the config).
+#[derive(Debug, Clone)]
+pub struct ServeRequest {
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Ledger file.
+    pub ledger: PathBuf,
+    /// Items in flight at most.
+    pub max_in_flight: usize,
+    /// Exit 0 once the source is drained.
+    pub until_idle: bool,
+    /// The command line, for the ledger's run row.
+    pub command: String,
+}
+
+/// Longest delay between retries of one message.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs the service until a signal (or, with `--until-idle`, until the source is drained).
+/// Returns the exit code: 0 after a clean drain.
+///
+/// # Errors
+/// The ledger, output folder, source or HTTP address cannot be opened.
+pub fn run(cfg: Config, req: &ServeRequest, exec: ExecStage, infer: InferStage) -> Result<i32> {
+    // The engine is shared with blocking threads for the life of the process.
+    let cfg: &'static Config = Box::leak(Box::new(cfg));
+    let opts = EngineOptions {
+        out_dir: req.out_dir.clone(),
+        ledger: req.ledger.clone(),
+        force: false,
+        command: req.command.clone(),
+    };
+    let engine = Arc::new(Engine::open(cfg, &opts, exec, infer)?);
+    let rt = runtime()?;
+    let local = tokio::task::LocalSet::new();
+    let counts = local.block_on(&rt, serve(cfg, req, engine.clone()));
+    // Drops the background tasks (and their handles on the engine).
+    drop(local);
+    let counts = counts?;
+    match Arc::try_unwrap(engine) {
+        Ok(e) => e.close(&counts)?,
+        Err(_) => tracing::warn!(
+            "items still running at exit: the ledger marks them interrupted and they are redelivered"
+        ),
+    }
+    tracing::info!(
+        "serve stopped: {} done, {} skipped, {} failed",
+        counts.done,
+        counts.skipped,
+        counts.failed
+    );
+    // Blocking threads still running past the drain deadline must not hold up the exit.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(0)
+}
+
+async fn serve(
+    cfg: &'static Config,
+    req: &ServeRequest,
+    engine: Arc<Engine<'static>>,
+) -> Result<RunCounts> {
+    let health = Arc::new(Health::default());
+    if !cfg.serve.http.is_empty() {
+        let addr = http::start(&cfg.serve.http, health.clone()).await?;
+        tracing::info!("health and metrics on http://{addr}/ (healthz, readyz, metrics)");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::task::spawn_local(signals(stop_tx, health.clone()));
+    tokio::task::spawn_local(probe_ledger(engine.clone(), health.clone()));
+    let driver = Driver {
+        engine,
+        health,
+        max_in_flight: req.max_in_flight.max(1),
+        until_idle: req.until_idle,
+        poll: Duration::from_secs_f64(cfg.serve.poll_s),
+        drain: Duration::from_secs_f64(cfg.serve.drain_timeout_s),
+        counts: Rc::new(RefCell::new(RunCounts::default())),
+    };
+    match cfg.serve.source {
+        SourceKind::Inbox => {
+            let inbox = inbox::Inbox::open(&cfg.serve.inbox)?;
+            tracing::info!("serving inbox {}", cfg.serve.inbox.dir.display());
+            driver.drive(inbox, u32::MAX, 0.0, stop_rx).await
+        }
+        SourceKind::Nats => {
+            let n = &cfg.serve.nats;
+            let (_, source) = nats::connect(n).await?;
+            tracing::info!(
+                "serving NATS {} stream {} consumer {}",
+                n.server(),
+                n.stream,
+                n.consumer
+            );
+            driver
+                .drive(source, n.max_deliver, n.retry_backoff_s, stop_rx)
+                .await
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: stop taking events and drain. Second: exit at once (whatever was in
+/// flight is redelivered later).
+async fn signals(stop: watch::Sender<bool>, health: Arc<Health>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!(
+        "signal received: finishing items in flight, taking no more (again to exit now)"
+    );
+    health.stopping.store(true, Ordering::Relaxed);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = stop.send(true);
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting now; unfinished items will be redelivered");
+    std::process::exit(130);
+}
+
+/// Keeps `/readyz` honest about the ledger, and pings the systemd watchdog.
+async fn probe_ledger(engine: Arc<Engine<'static>>, health: Arc<Health>) {
+    let mut usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
+    let every = if watchdog {
+        Duration::from_micros(usec / 2).max(Duration::from_millis(100))
+    } else {
+        Duration::from_secs(5)
+    };
+    loop {
+        let e = engine.clone();
+        let ok = tokio::task::spawn_blocking(move || e.ledger_writable())
+            .await
+            .unwrap_or(false);
+        if ok != health.ledger_ok.swap(ok, Ordering::Relaxed) {
+            if ok {
+                tracing::info!("ledger writable again");
+            } else {
+                tracing::error!("ledger not writable: not ready");
+            }
+        }
+        if watchdog && ok {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+struct Driver {
+    engine: Arc<Engine<'static>>,
+    health: Arc<Health>,
+    max_in_flight: usize,
+    until_idle: bool,
+    poll: Duration,
+    drain: Duration,
+    counts: Rc<RefCell<RunCounts>>,
+}
+
+impl Driver {
+    async fn drive<S: EventSource>(
+        &self,
+        mut source: S,
+        max_deliver: u32,
+        backoff_s: f64,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunCounts> {
+        let sem = Arc::new(Semaphore::new(self.max_in_flight));
+        self.health.source_ready.store(true, Ordering::Relaxed);
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        tracing::info!(
+            "ready: at most {} item(s) in flight{}",
+            self.max_in_flight,
+            if self.until_idle {
+                "; exiting once the source is drained"
+            } else {
+                ""
+            }
+        );
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let permit = tokio::select! {
+                p = sem.clone().acquire_owned() => p.expect("semaphore never closed"),
+                _ = stop.changed() => break,
+            };
+            let room = sem.available_permits() + 1;
+            let got = tokio::select! {
+                r = source.next(room, self.poll) => r,
+                _ = stop.changed() => break,
+            };
+            let got = match got {
+                Ok(g) => {
+                    self.health.source_ready.store(true, Ordering::Relaxed);
+                    g
+                }
+                Err(e) => {
+                    self.health.source_ready.store(false, Ordering::Relaxed);
+                    tracing::error!("event source: {e:#}; trying again in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match got {
+                Some((parsed, delivery)) => {
+                    let job = Job {
+                        engine: self.engine.clone(),
+                        health: self.health.clone(),
+                        counts: self.counts.clone(),
+                        max_deliver,
+                        backoff_s,
+                    };
+                    tokio::task::spawn_local(async move {
+                        job.handle(parsed, delivery).await;
+                        drop(permit);
+                    });
+                }
+                None => {
+                    drop(permit);
+                    if self.until_idle
+                        && sem.available_permits() == self.max_in_flight
+                        && source.drained().await.unwrap_or(false)
+                    {
+                        tracing::info!("source drained: exiting (--until-idle)");
+                        break;
+                    }
+                }
+            }
+        }
+        self.health.stopping.store(true, Ordering::Relaxed);
+        let busy = self.max_in_flight - sem.available_permits();
+        if busy > 0 {
+            tracing::info!(
+                "waiting up to {:?} for {busy} item(s) in flight",
+                self.drain
+            );
+        }
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.drain, sem.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} item(s) still running at the drain deadline; their events are redelivered",
+                self.max_in_flight - sem.available_permits()
+            );
+        }
+        let c = self.counts.borrow();
+        Ok(RunCounts {
+            done: c.done,
+            skipped: c.skipped,
+            failed: c.failed,
+        })
+    }
+}
+
+struct Job {
+    engine: Arc<Engine<'static>>,
+    health: Arc<Health>,
+    counts: Rc<RefCell<RunCounts>>,
+    max_deliver: u32,
+    backoff_s: f64,
+}
+
+impl Job {
+    async fn handle<D: Delivery>(&self, parsed: Result<Event, BadMessage>, d: D) {
+        let t0 = Instant::now();
+        let m = &self.health.metrics;
+        m.count("received");
+        m.in_flight(1);
+        let what = d.describe();
+        let settled = match parsed {
+            Err(bad) => {
+                tracing::warn!(source = %what, stage = "event", "dead letter: {bad}");
+                m.count("dead_lettered");
+                d.dead_letter("bad_message", &bad.0).await
+            }
+            Ok(_) if d.attempt() > self.max_deliver => {
+                let why = format!(
+                    "delivered {} times without finishing (it may crash or hang klio-edge)",
+                    d.attempt() - 1
+                );
+                tracing::warn!(source = %what, stage = "event", "dead letter: {why}");
+                m.count("dead_lettered");
+                d.dead_letter("out_of_deliveries", &why).await
+            }
+            Ok(ev) => self.run_item(ev, d).await,
+        };
+        if let Err(e) = settled {
+            tracing::error!(source = %what, stage = "ack", "cannot settle the event: {e:#}; it will be redelivered");
+        }
+        m.settled(t0.elapsed().as_secs_f64());
+        m.in_flight(-1);
+    }
+
+    async fn run_item<D: Delivery>(&self, ev: Event, d: D) -> Result<()> {
+        let m = &self.health.metrics;
+        let item = ev.item();
+        let element = item.element.clone();
+        let engine = self.engine.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let _span = tracing::info_span!("item", element = %item.element).entered();
+            engine.process(item, ev.force)
+        })
+        .await;
+        let r = match report {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(element = %element, stage = "pipeline", "item crashed: {e}");
+                m.count("failed");
+                m.count("dead_lettered");
+                return d.dead_letter("crash", &e.to_string()).await;
+            }
+        };
+        for (stage, ms) in &r.stage_ms {
+            m.stage(stage, *ms);
+        }
+        {
+            let mut c = self.counts.borrow_mut();
+            match r.outcome {
+                Outcome::Done => c.done += 1,
+                Outcome::Skipped => c.skipped += 1,
+                Outcome::Failed | Outcome::GaveUp => c.failed += 1,
+            }
+        }
+        match r.outcome {
+            Outcome::Done => {
+                m.count("done");
+                tracing::info!(element = %element, stage = "sink", audio_s = r.audio_s, "done");
+                d.ack().await
+            }
+            Outcome::Skipped => {
+                m.count("skipped");
+                tracing::info!(element = %element, stage = "ledger", "skipped (already done)");
+                d.ack().await
+            }
+            Outcome::Failed | Outcome::GaveUp => {
+                m.count("failed");
+                let (kind, msg, retryable) = match &r.error {
+                    Some(e) => (e.kind, e.message.clone(), e.is_retryable()),
+                    None => ("unknown", String::new(), false),
+                };
+                let retry =
+                    retryable && r.outcome == Outcome::Failed && d.attempt() < self.max_deliver;
+                if retry {
+                    let delay = Duration::from_secs_f64(
+                        self.backoff_s * 2f64.powi(d.attempt().saturating_sub(1).min(20) as i32),
+                    )
+                    .min(MAX_BACKOFF);
+                    tracing::warn!(element = %element, stage = kind, "failed, retrying in {delay:?}: {msg}");
+                    m.count("retried");
+                    d.retry(delay).await
+                } else {
+                    tracing::warn!(element = %element, stage = kind, "failed for good: {msg}");
+                    m.count("dead_lettered");
+                    d.dead_letter(kind, &msg).await
+                }
+            }
+        }
+    }
+}
+
+/// What `publish` was asked to send.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// Files, folders, globs, `@manifests`.
+    pub inputs: Vec<String>,
+    /// Ask for recomputation.
+    pub force: bool,
+}
+
+/// Sends one event per input item to the configured source; returns how many.
+///
+/// # Errors
+/// Inputs that cannot be expanded, or the source refused.
+pub fn publish(cfg: &Config, req: &PublishRequest) -> Result<usize> {
+    let expanded = crate::inputs::expand(&req.inputs, &[])?;
+    for w in &expanded.warnings {
+        tracing::warn!("{w}");
+    }
+    let paths: Vec<PathBuf> = expanded.items.into_iter().map(|i| i.source).collect();
+    match cfg.serve.source {
+        SourceKind::Nats => {
+            let n = &cfg.serve.nats;
+            let rt = runtime()?;
+            rt.block_on(async {
+                let (js, _) = nats::connect(n).await?;
+                let bodies = paths
+                    .iter()
+                    .map(|p| event::message_for(p, req.force))
+                    .collect();
+                nats::publish(&js, &n.subject, bodies).await
+            })?;
+            Ok(paths.len())
+        }
+        SourceKind::Inbox => {
+            if req.force {
+                bail!("--force cannot travel through an inbox folder (a file carries no flags); use a NATS source, or `process --force`");
+            }
+            let dir = &cfg.serve.inbox.dir;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create inbox {}", dir.display()))?;
+            for p in &paths {
+                let name = p
+                    .file_name()
+                    .with_context(|| format!("{} has no file name", p.display()))?;
+                let dest = dir.join(name);
+                if dest.exists() {
+                    bail!(
+                        "{} is already in the inbox; not overwriting it",
+                        dest.display()
+                    );
+                }
+                // Copied under a temp name the inbox ignores, then renamed: never taken half-written.
+                let tmp = dir.join(format!(".{}.klio-publish.tmp", name.to_string_lossy()));
+                std::fs::copy(p, &tmp).with_context(|| format!("cannot copy {}", p.display()))?;
+                std::fs::rename(&tmp, &dest)
+                    .with_context(|| format!("cannot move into {}", dest.display()))?;
+            }
+            Ok(paths.len())
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Helpers for the serve tests: a real nats-server on loopback, test audio, ledgers, waiting.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `nats-server -js` on loopback, stopped (by PID) when dropped.
+pub struct Nats {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let bin = ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|b| {
+                Command::new(b)
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok()
+            })
+            .expect("nats-server is required by the serve tests: apt-get install nats-server (.ci/run installs it)");
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        wait_for(Duration::from_secs(10), "nats-server to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        // JetStream needs a moment after the port opens.
+        std::thread::sleep(Duration::from_millis(300));
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it is true; panics after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes a 16-bit mono WAV of `seconds` of a tone whose pitch depends on `seed`.
+pub fn write_wav(path: &Path, seconds: f64, rate: u32, seed: u32) {
+    let n = (seconds * f64::from(rate)) as u32;
+    let mut b = Vec::with_capacity(44 + 2 * n as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + 2 * n).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(2 * n).to_le_bytes());
+    let f = 200.0 + 10.0 * f64::from(seed % 100);
+    for i in 0..n {
+        let v = (0.3
+            * (2.0 * std::f64::consts::PI * f * f64::from(i) / f64::from(rate)).sin()
+            * 32767.0) as i16;
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// A serve (or other) process of the built binary, KLIO_* cleared, stderr to a file.
+pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_klio-edge"));
+    cmd.current_dir(dir).args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KLIO_") || k == "NATS_URL" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    cmd.spawn().expect("spawn klio-edge")
+}
+
+/// Waits for a child to exit; kills it and panics (with its log) after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration, log: &Path) -> i32 {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!(
+                "klio-edge did not exit within {limit:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends a signal to a child.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// Element ids in state `done` in a ledger file (empty if it does not exist).
+pub fn done_elements(ledger: &Path) -> Vec<String> {
+    if !ledger.exists() {
+        return Vec::new();
+    }
+    let c = rusqlite::Connection::open(ledger).unwrap();
+    let mut st = c
+        .prepare("SELECT element FROM items WHERE state = 'done' ORDER BY element")
+        .unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// `PRAGMA integrity_check` of a ledger.
+pub fn ledger_ok(ledger: &Path) -> bool {
+    let c = rusqlite::Connection::open(ledger).unwrap();
+    let r: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    r == "ok"
+}
+
+/// Checks an output folder holds exactly `expected` item folders, each with a parseable
+/// meta.json naming itself and a parseable log_mel.npy of 80 mels; nothing else visible.
+pub fn check_outputs(out: &Path, expected: &[String]) {
+    let mut found: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    found.sort();
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(found, want, "item folders in {}", out.display());
+    for e in &found {
+        let d = out.join(e);
+        let mut files: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["log_mel.npy", "meta.json"], "files of {e}");
+        let meta = super::read_json(&d.join("meta.json"));
+        assert_eq!(meta["element"], e.as_str());
+        let (shape, values) = super::read_npy(&d.join("log_mel.npy"));
+        assert_eq!(shape[0], 80);
+        assert_eq!(values.len(), shape.iter().product::<usize>());
+    }
+}
+
+pub fn element_of(path: &Path) -> String {
+    klio_edge::item::element_id(&std::fs::canonicalize(path).unwrap())
+}
+
+pub fn paths_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,216 @@
+//! `serve` on NATS JetStream against a real nats-server on loopback: a fleet of three with one
+//! SIGKILLed, poison messages dead-lettered with their reason, retryable failures retried.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::serve::*;
+
+fn config(dir: &Path, extra: &str) -> String {
+    let base = std::fs::read_to_string(common::example("serve-nats.toml")).unwrap();
+    // Short ack wait so a killed worker's message comes back quickly; no HTTP port clashes.
+    let text = base
+        .replace("ack_wait_s = 5", "ack_wait_s = 2")
+        .replace("http = \"127.0.0.1:9464\"", "http = \"\"")
+        .replace("retry_backoff_s = 1", "retry_backoff_s = 0.3")
+        + extra;
+    let p = dir.join("serve.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn fleet_of_three_with_one_killed_processes_every_item_once() {
+    let nats = Nats::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(dir, "");
+    let input = dir.join("in");
+    std::fs::create_dir(&input).unwrap();
+    for i in 0..200 {
+        write_wav(&input.join(format!("item{i:03}.wav")), 4.0, 16000, i);
+    }
+    let env = [("NATS_URL", nats.url.as_str())];
+    let log = dir.join("publish.log");
+    let mut p = spawn(dir, &["publish", "--config", &cfg, "in"], &env, &log);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(60), &log), 0);
+
+    let mut workers: Vec<_> = (0..3)
+        .map(|w| {
+            let ledger = format!("ledger{w}.sqlite");
+            let log = dir.join(format!("serve{w}.log"));
+            let args = [
+                "serve",
+                "--config",
+                &cfg,
+                "--out",
+                "out",
+                "--ledger",
+                &ledger,
+                "-j",
+                "1",
+                "--until-idle",
+            ];
+            (spawn(dir, &args, &env, &log), log)
+        })
+        .collect();
+    // Kill one worker once the fleet is well under way.
+    wait_for(Duration::from_secs(120), "20 finished items", || {
+        std::fs::read_dir(dir.join("out"))
+            .map(|d| d.count() >= 20)
+            .unwrap_or(false)
+    });
+    workers[0].0.kill().unwrap();
+    workers[0].0.wait().unwrap();
+    for (child, log) in &mut workers[1..] {
+        assert_eq!(wait_exit(child, Duration::from_secs(180), log), 0);
+    }
+
+    let expected: Vec<String> = paths_in(&input).iter().map(|p| element_of(p)).collect();
+    check_outputs(&dir.join("out"), &expected);
+    let mut done: Vec<String> = (0..3)
+        .flat_map(|w| done_elements(&dir.join(format!("ledger{w}.sqlite"))))
+        .collect();
+    done.sort();
+    done.dedup();
+    assert_eq!(done, {
+        let mut e = expected.clone();
+        e.sort();
+        e
+    });
+    let per: Vec<usize> = (0..3)
+        .map(|w| done_elements(&dir.join(format!("ledger{w}.sqlite"))).len())
+        .collect();
+    eprintln!("done per worker (worker 0 killed): {per:?}");
+    assert!(
+        per.iter().all(|&n| n > 0),
+        "every worker took work: {per:?}"
+    );
+    for w in 0..3 {
+        assert!(ledger_ok(&dir.join(format!("ledger{w}.sqlite"))));
+    }
+    assert!(
+        !dir.join("out/.klio-tmp").exists()
+            || std::fs::read_dir(dir.join("out/.klio-tmp"))
+                .unwrap()
+                .count()
+                <= 1,
+        "temp folders of finished processes are removed"
+    );
+}
+
+/// Reads every message of the dead-letter stream: (payload, reason, kind).
+fn dead_letters(url: &str) -> Vec<(String, String, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use async_nats::jetstream;
+        use futures_util::StreamExt;
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        let stream = js.get_stream("KLIO_ITEMS_DEAD").await.unwrap();
+        let c = stream
+            .create_consumer(jetstream::consumer::pull::Config::default())
+            .await
+            .unwrap();
+        let mut batch = c.fetch().max_messages(100).messages().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(Ok(m)) = batch.next().await {
+            let h = m.headers.clone().unwrap_or_default();
+            let get = |k: &str| h.get(k).map(|v| v.as_str().to_string()).unwrap_or_default();
+            out.push((
+                String::from_utf8_lossy(&m.payload).into_owned(),
+                get("Klio-Reason"),
+                get("Klio-Error-Kind"),
+            ));
+        }
+        out
+    })
+}
+
+fn publish_raw(url: &str, bodies: &[&[u8]]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        for b in bodies {
+            js.publish("klio.items", b.to_vec().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+}
+
+#[test]
+fn poison_messages_are_dead_lettered_and_retryable_failures_retried() {
+    let nats = Nats::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(dir, "");
+    let env = [("NATS_URL", nats.url.as_str())];
+    // Creates the streams: serve until idle on an empty queue.
+    let log = dir.join("first.log");
+    let mut s = spawn(
+        dir,
+        &["serve", "--config", &cfg, "--until-idle"],
+        &env,
+        &log,
+    );
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(60), &log), 0);
+
+    let good = dir.join("good.wav");
+    write_wav(&good, 1.0, 16000, 1);
+    let late = dir.join("late.wav"); // published before it exists: missing_input, retried
+    let bad = common::corpus().join("bad/text-file-named.wav");
+    let bodies: Vec<Vec<u8>> = vec![
+        b"{broken json".to_vec(),
+        br#"{"element": "../../etc/passwd", "uri": "/tmp/x.wav"}"#.to_vec(),
+        b"gs://bucket/a.wav".to_vec(),
+        bad.to_string_lossy().as_bytes().to_vec(),
+        good.to_string_lossy().as_bytes().to_vec(),
+        format!(r#"{{"uri": "{}", "element": "late-one"}}"#, late.display()).into_bytes(),
+    ];
+    publish_raw(
+        &nats.url,
+        &bodies.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    );
+    let log = dir.join("serve.log");
+    let mut s = spawn(
+        dir,
+        &["serve", "--config", &cfg, "--out", "out", "--until-idle"],
+        &env,
+        &log,
+    );
+    // The late file arrives after the first attempts failed.
+    std::thread::sleep(Duration::from_millis(700));
+    write_wav(&late, 1.0, 16000, 2);
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(60), &log), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+
+    let dead = dead_letters(&nats.url);
+    assert_eq!(dead.len(), 4, "dead letters: {dead:?}\nlog:\n{text}");
+    let find = |needle: &str| {
+        dead.iter()
+            .find(|d| d.0.contains(needle))
+            .unwrap_or_else(|| panic!("no dead letter for {needle}: {dead:?}"))
+    };
+    assert!(find("{broken json").1.contains("bad JSON"));
+    assert!(find("passwd").1.contains("element"));
+    assert!(find("gs://").1.contains("not supported"));
+    let b = find("text-file-named");
+    assert!(!b.1.is_empty() && b.2 != "bad_message", "{b:?}");
+    // Good and late items are done; nothing escaped the output folder.
+    check_outputs(
+        &dir.join("out"),
+        &[element_of(&good), "late-one".to_string()],
+    );
+    assert!(text.contains("retrying"), "log:\n{text}");
+    assert!(!Path::new("/etc/passwd.npy").exists());
+}
