@@ -224,8 +224,18 @@ pub(crate) unsafe fn log_scaled<V: Simd>(
         m = m.max(v);
         i += l;
     }
-    m.hmax()
-        .max(scalar::log_scaled(&mut x[i..], floor, scale, offset))
+    // The tail goes through the same vector code (padded), so every value is bit-identical
+    // wherever it falls in a slice: tiled and whole-array results agree on every ISA.
+    let tail = n - i;
+    if tail > 0 {
+        let mut buf = [1.0f32; 64];
+        buf[..tail].copy_from_slice(&x[i..]);
+        ln(V::load(buf.as_ptr()).max(fl))
+            .mul_add(sc, off)
+            .store(buf.as_mut_ptr());
+        x[i..].copy_from_slice(&buf[..tail]);
+    }
+    m.hmax().max(scalar::max(&x[i..]))
 }
 
 #[inline(always)]
@@ -238,7 +248,16 @@ pub(crate) unsafe fn clamp_affine<V: Simd>(x: &mut [f32], floor: f32, mul: f32, 
         V::load(p.add(i)).max(fl).mul_add(mv, av).store(p.add(i));
         i += l;
     }
-    scalar::clamp_affine(&mut x[i..], floor, mul, add);
+    let tail = n - i;
+    if tail > 0 {
+        let mut buf = [0.0f32; 64];
+        buf[..tail].copy_from_slice(&x[i..]);
+        V::load(buf.as_ptr())
+            .max(fl)
+            .mul_add(mv, av)
+            .store(buf.as_mut_ptr());
+        x[i..].copy_from_slice(&buf[..tail]);
+    }
 }
 
 /// Defines the public entry points of one ISA module: each is a `#[target_feature]` function
