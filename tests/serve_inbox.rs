@@ -25,7 +25,7 @@ http = "{http}"
 drain_timeout_s = 30
 [serve.inbox]
 dir = "inbox"
-settle_s = 0.5
+settle_s = 1.0
 rescan_s = 1
 {extra}
 "#
