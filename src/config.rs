@@ -127,6 +127,8 @@ pub struct DecodeConfig {
     pub max_duration_s: f64,
     /// Refuse streams with more channels than this. Default 64.
     pub max_channels: usize,
+    /// Refuse streams with a higher sample rate than this, in Hz. Default 768000.
+    pub max_sample_rate_hz: u32,
 }
 
 impl Default for DecodeConfig {
@@ -139,6 +141,7 @@ impl Default for DecodeConfig {
             extension_mismatch: Mismatch::Fail,
             max_duration_s: 21600.0,
             max_channels: 64,
+            max_sample_rate_hz: 768_000,
         }
     }
 }
@@ -481,6 +484,11 @@ pub struct RunConfig {
     /// Feature frames of one item held in memory before they spill to a temp file beside the
     /// outputs, in MiB. Default 256.
     pub feature_memory_mb: u64,
+    /// Refuse input files larger than this many bytes (before reading them). Default 16 GiB.
+    pub max_input_bytes: u64,
+    /// Give up on an item (kind `timeout`) once it has run this many seconds; checked between
+    /// decoded blocks. Default 3600.
+    pub item_timeout_s: f64,
 }
 
 impl Default for RunConfig {
@@ -489,6 +497,8 @@ impl Default for RunConfig {
             jobs: 0,
             max_attempts: 3,
             feature_memory_mb: 256,
+            max_input_bytes: 16 << 30,
+            item_timeout_s: 3600.0,
         }
     }
 }
@@ -588,6 +598,18 @@ impl Config {
         }
         if self.run.max_attempts == 0 {
             bail!("run.max_attempts: must be at least 1");
+        }
+        if d.max_sample_rate_hz == 0 {
+            bail!("decode.max_sample_rate_hz: must be at least 1");
+        }
+        if self.run.max_input_bytes == 0 {
+            bail!("run.max_input_bytes: must be at least 1");
+        }
+        if !(self.run.item_timeout_s > 0.0 && self.run.item_timeout_s.is_finite()) {
+            bail!(
+                "run.item_timeout_s: {} must be a positive number of seconds",
+                self.run.item_timeout_s
+            );
         }
         self.serve.validate()?;
         let mut names: Vec<String> = Vec::new();

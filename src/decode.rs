@@ -58,6 +58,9 @@ pub enum DecodeError {
     /// More channels than `decode.max_channels`.
     #[error("{0} channels, over decode.max_channels")]
     TooManyChannels(usize),
+    /// A sample rate over `decode.max_sample_rate_hz`.
+    #[error("sample rate {0} Hz, over decode.max_sample_rate_hz")]
+    RateTooHigh(u32),
     /// The content is a different format from what the name says.
     #[error("file name says .{ext} but the content is {content} (set decode.extension_mismatch = \"warn\" to accept)")]
     ExtensionMismatch {
@@ -95,6 +98,7 @@ impl DecodeError {
             DecodeError::Corrupt(_) => "corrupt",
             DecodeError::TooLong { .. } => "too_long",
             DecodeError::TooManyChannels(_) => "too_many_channels",
+            DecodeError::RateTooHigh(_) => "sample_rate_too_high",
             DecodeError::ExtensionMismatch { .. } => "extension_mismatch",
             DecodeError::NoSamples => "no_samples",
             DecodeError::Resample { .. } => "resample",
@@ -267,6 +271,9 @@ impl AudioStream {
         }
         if channels > cfg.max_channels {
             return Err(DecodeError::TooManyChannels(channels));
+        }
+        if rate > cfg.max_sample_rate_hz {
+            return Err(DecodeError::RateTooHigh(rate));
         }
         if let Some(n) = declared_frames {
             let seconds = n as f64 / rate as f64;

@@ -393,6 +393,17 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
             return fail_before_claim(ctx, &item, &source, InputFacts::default(), e.into(), report)
         }
     };
+    if facts.size.unwrap_or(0) as u64 > ctx.cfg.run.max_input_bytes {
+        let err = ItemError {
+            kind: "too_large",
+            message: format!(
+                "{} bytes, over run.max_input_bytes = {}",
+                facts.size.unwrap_or(0),
+                ctx.cfg.run.max_input_bytes
+            ),
+        };
+        return fail_before_claim(ctx, &item, &source, facts, err, report);
+    }
     let row = match ctx.ledger().get(&item.element) {
         Ok(r) => r,
         Err(e) => return report(Outcome::Failed, 0.0, Some(ledger_error(&e))),
@@ -591,6 +602,7 @@ fn decode_and_features(
     timings: &mut serde_json::Map<String, serde_json::Value>,
     sink_t: &mut Duration,
 ) -> Result<(f64, Option<serde_json::Value>), ItemError> {
+    let started = Instant::now();
     let mut decode_t = Duration::ZERO;
     let mut features_t = Duration::ZERO;
     let t = Instant::now();
@@ -617,7 +629,17 @@ fn decode_and_features(
     let mut runs = ctx.infer.start(info.sample_rate_hz)?;
     let mut infer_t = Duration::ZERO;
     let mut mono = Vec::new();
+    let limit = Duration::from_secs_f64(ctx.cfg.run.item_timeout_s);
     loop {
+        if started.elapsed() > limit {
+            return Err(ItemError {
+                kind: "timeout",
+                message: format!(
+                    "still decoding after run.item_timeout_s = {} s",
+                    ctx.cfg.run.item_timeout_s
+                ),
+            });
+        }
         let t = Instant::now();
         let block = stream.next_block()?;
         decode_t += t.elapsed();

@@ -107,11 +107,42 @@ impl Ledger {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create folder {}", parent.display()))?;
         }
+        let refuse = |why: String| {
+            anyhow::anyhow!(
+                "{} {why}. klio-edge will not touch it: move it aside (or name another file with \
+                 --ledger) and a new ledger is created; to save a damaged ledger's rows, try \
+                 `sqlite3 {} .recover`",
+                path.display(),
+                path.display()
+            )
+        };
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Reading the schema is the first access: a file that is not SQLite fails here.
+        let (version, tables): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version), \
+                 (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| refuse(format!("is not a readable SQLite database ({e})")))?;
+        if version == 0 && tables > 0 {
+            return Err(refuse(
+                "is an SQLite database but not a klio-edge ledger (it has tables and no ledger schema version)".into(),
+            ));
+        }
         check_pragma(&conn, "journal_mode = WAL", "journal_mode", "wal")?;
-        Self::setup(conn).with_context(|| format!("ledger {}", path.display()))
+        let ledger = Self::setup(conn).with_context(|| format!("ledger {}", path.display()))?;
+        let ok: String = ledger
+            .conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(|e| refuse(format!("is damaged ({e})")))?;
+        if ok != "ok" {
+            return Err(refuse(format!("is damaged (SQLite quick_check: {ok})")));
+        }
+        Ok(ledger)
     }
 
     /// An in-memory ledger (tests).

@@ -1,0 +1,255 @@
+//! Crash consistency: SIGKILL `process` (and `serve` on an inbox) at random moments, many
+//! times, then let it finish and check that nothing was lost or duplicated: every item done
+//! exactly once in the ledger's history, every output complete and parseable, no temp files
+//! visible as outputs, the ledger's integrity check passes and it agrees with the outputs.
+//!
+//! Kills: `KLIO_CRASH_KILLS` (default 50 for process, a third of it for serve), seed
+//! `KLIO_CRASH_SEED` (default 7). `scripts/crash-harness.sh --kills 1000` runs the long version.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::serve::*;
+
+/// xorshift64*: a fixed-seed source of kill delays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn corpus(dir: &Path, n: u32) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut v = Vec::new();
+    for i in 0..n {
+        let p = dir.join(format!("c{i:03}.wav"));
+        write_wav(&p, 0.5 + f64::from(i % 7) * 0.6, 16000, i);
+        v.push(p);
+    }
+    for real in [
+        "flac_s16_44k1_mono_sonic-pi-guit-e-slide.flac",
+        "mp3_8k_mono_asterisk-demo-instruct.mp3",
+        "oga_vorbis_22k05_stereo_freedesktop-service-login.oga",
+    ] {
+        let p = dir.join(real);
+        std::fs::copy(common::real(real), &p).unwrap();
+        v.push(p);
+    }
+    v
+}
+
+fn config(dir: &Path, extra: &str) -> String {
+    let text = format!(
+        "{}\n[run]\nmax_attempts = 100000\n{extra}",
+        std::fs::read_to_string(common::example("logmel-16k.toml")).unwrap()
+    );
+    let p = dir.join("crash.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Every invariant of a finished output folder + ledger, for `elements`.
+fn verify(out: &Path, ledger: &Path, elements: &[String]) {
+    assert!(ledger_ok(ledger), "integrity check");
+    let c = rusqlite::Connection::open(ledger).unwrap();
+    let rows: BTreeMap<String, (String, Option<String>, Option<String>)> = c
+        .prepare("SELECT element, state, input_hash, outputs FROM items")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut want = elements.to_vec();
+    want.sort();
+    assert_eq!(
+        rows.keys().cloned().collect::<Vec<_>>(),
+        want,
+        "ledger rows"
+    );
+    let done_history: BTreeMap<String, i64> = c
+        .prepare("SELECT element, COUNT(*) FROM history WHERE state = 'done' GROUP BY element")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (e, (state, hash, outputs)) in &rows {
+        assert_eq!(state, "done", "{e}");
+        assert_eq!(done_history.get(e), Some(&1), "{e} done exactly once");
+        let meta = common::read_json(&out.join(e).join("meta.json"));
+        assert_eq!(meta["element"], e.as_str());
+        assert_eq!(
+            meta["input_hash"].as_str(),
+            hash.as_deref(),
+            "{e}: ledger and meta agree"
+        );
+        let listed: Vec<String> = serde_json::from_str(outputs.as_deref().unwrap()).unwrap();
+        for f in &listed {
+            assert!(out.join(e).join(f).is_file(), "{e}: ledger lists {f}");
+        }
+    }
+    check_outputs(out, &want);
+    // Nothing but item folders, the ledger and (empty) temp space.
+    for entry in std::fs::read_dir(out).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() {
+            if name == ".klio-tmp" {
+                let left = common::all_files(&entry.path());
+                assert!(left.is_empty(), "temp files left: {left:?}");
+            }
+            continue;
+        }
+        assert!(name.starts_with("klio-ledger.sqlite"), "stray file {name}");
+    }
+}
+
+#[test]
+fn process_survives_random_sigkills() {
+    let kills = env_u64("KLIO_CRASH_KILLS", 50);
+    let mut rng = Rng(env_u64("KLIO_CRASH_SEED", 7) | 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let inputs = corpus(&dir.join("in"), 40);
+    let elements: Vec<String> = inputs.iter().map(|p| element_of(p)).collect();
+    let cfg = config(dir, "");
+    let out = dir.join("out");
+    let ledger = out.join("klio-ledger.sqlite");
+    let args = [
+        "process", "--config", &cfg, "--out", "out", "-j", "2", "-q", "in",
+    ];
+    // Kill windows scale with how long a whole run takes here.
+    let t = std::time::Instant::now();
+    let log = dir.join("first.log");
+    let mut p = spawn(dir, &args, &[], &log);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(120), &log), 0);
+    let full_ms = (t.elapsed().as_millis() as u64).max(50);
+    verify(&out, &ledger, &elements);
+    std::fs::remove_dir_all(&out).unwrap();
+
+    let (mut killed, mut rounds) = (0, 0);
+    while killed < kills {
+        let log = dir.join("run.log");
+        let mut p = spawn(dir, &args, &[], &log);
+        std::thread::sleep(Duration::from_millis(rng.below(full_ms + 20)));
+        if p.try_wait().unwrap().is_none() {
+            p.kill().unwrap();
+            p.wait().unwrap();
+            killed += 1;
+        } else {
+            // It finished before the kill: check the round and start a fresh one.
+            assert_eq!(
+                p.wait().unwrap().code(),
+                Some(0),
+                "{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            verify(&out, &ledger, &elements);
+            std::fs::remove_dir_all(&out).unwrap();
+            rounds += 1;
+        }
+    }
+    let log = dir.join("last.log");
+    let mut p = spawn(dir, &args, &[], &log);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(120), &log), 0);
+    verify(&out, &ledger, &elements);
+    eprintln!("process: {killed} kills, {rounds} rounds finished between kills, all verified");
+}
+
+#[test]
+fn serve_on_an_inbox_survives_random_sigkills() {
+    let kills = env_u64("KLIO_CRASH_KILLS", 50) / 3;
+    let mut rng = Rng(env_u64("KLIO_CRASH_SEED", 7).wrapping_mul(31) | 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let inputs = corpus(&dir.join("src"), 30);
+    let inbox = dir.join("inbox");
+    let extra = "[serve]\nsource = \"inbox\"\nhttp = \"\"\npoll_s = 0.2\n[serve.inbox]\ndir = \"inbox\"\nsettle_s = 0\n";
+    let cfg = config(dir, extra);
+    let out = dir.join("out");
+    let ledger = out.join("klio-ledger.sqlite");
+    let args = [
+        "serve",
+        "--config",
+        &cfg,
+        "--out",
+        "out",
+        "-j",
+        "2",
+        "--until-idle",
+    ];
+    let fill = || -> Vec<String> {
+        std::fs::create_dir_all(&inbox).unwrap();
+        inputs
+            .iter()
+            .map(|p| {
+                let dest = inbox.join(p.file_name().unwrap());
+                std::fs::copy(p, &dest).unwrap();
+                klio_edge::item::element_id(
+                    &std::fs::canonicalize(&inbox)
+                        .unwrap()
+                        .join(p.file_name().unwrap()),
+                )
+            })
+            .collect()
+    };
+    let check = |elements: &[String]| {
+        verify(&out, &ledger, elements);
+        assert_eq!(
+            count_files(&inbox.join("done")),
+            inputs.len(),
+            "all files in done/"
+        );
+        assert_eq!(count_files(&inbox.join(".klio-processing")), 0);
+        assert!(paths_in(&inbox).is_empty(), "inbox empty");
+    };
+    let mut elements = fill();
+    let (mut killed, mut rounds) = (0, 0);
+    while killed < kills {
+        let log = dir.join("serve.log");
+        let mut p = spawn(dir, &args, &[], &log);
+        std::thread::sleep(Duration::from_millis(30 + rng.below(400)));
+        if p.try_wait().unwrap().is_none() {
+            p.kill().unwrap();
+            p.wait().unwrap();
+            killed += 1;
+        } else {
+            assert_eq!(
+                p.wait().unwrap().code(),
+                Some(0),
+                "{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            check(&elements);
+            std::fs::remove_dir_all(&out).unwrap();
+            std::fs::remove_dir_all(&inbox).unwrap();
+            elements = fill();
+            rounds += 1;
+        }
+    }
+    let log = dir.join("last.log");
+    let mut p = spawn(dir, &args, &[], &log);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(120), &log), 0);
+    check(&elements);
+    eprintln!("serve: {killed} kills, {rounds} rounds finished between kills, all verified");
+}
+
+fn count_files(d: &Path) -> usize {
+    std::fs::read_dir(d)
+        .map(|r| r.flatten().count())
+        .unwrap_or(0)
+}

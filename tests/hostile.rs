@@ -1,0 +1,210 @@
+//! Hostile input: limits refuse oversized inputs before allocating, a slow item times out,
+//! an unwritable output location fails one item and leaves the ledger consistent, hostile file
+//! names never escape the output folder, corrupt or foreign ledgers are refused untouched.
+
+mod common;
+
+use std::path::Path;
+
+use common::serve::{done_elements, ledger_ok, write_wav};
+
+fn failed_kinds(ledger: &Path) -> Vec<(String, String)> {
+    let c = rusqlite::Connection::open(ledger).unwrap();
+    let mut st = c
+        .prepare("SELECT element, error_kind FROM items WHERE state = 'failed' ORDER BY element")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn kind_of(ledger: &Path, file: &Path) -> Option<String> {
+    let e = common::serve::element_of(file);
+    failed_kinds(ledger)
+        .into_iter()
+        .find(|(el, _)| *el == e)
+        .map(|(_, k)| k)
+}
+
+#[test]
+fn configured_limits_refuse_items_and_the_rest_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("in")).unwrap();
+    let small = dir.join("in/small.wav");
+    write_wav(&small, 0.5, 16000, 1);
+    let big = dir.join("in/big.wav");
+    write_wav(&big, 40.0, 16000, 2); // 1.28 MB: over max_input_bytes
+    let fast = dir.join("in/fast.wav");
+    write_wav(&fast, 0.5, 48000, 3); // 48 kHz: over max_sample_rate_hz
+    let stereo = dir.join("in/stereo.flac");
+    std::fs::copy(
+        common::real("flac_s16_44k1_stereo_sonic-pi-loop-tabla.flac"),
+        &stereo,
+    )
+    .unwrap();
+    let cfg = dir.join("limits.toml");
+    std::fs::write(
+        &cfg,
+        "[decode]\nsample_rate_hz = 16000\nmax_channels = 1\nmax_sample_rate_hz = 44100\n\
+         [features]\ncompute = [\"log_mel\"]\n[run]\nmax_input_bytes = 1000000\n",
+    )
+    .unwrap();
+    let (code, summary) = common::process(dir, &["--config", "limits.toml", "--out", "out", "in"]);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(common::count(&summary, "done"), 1);
+    let ledger = dir.join("out/klio-ledger.sqlite");
+    assert_eq!(kind_of(&ledger, &big).as_deref(), Some("too_large"));
+    assert_eq!(
+        kind_of(&ledger, &fast).as_deref(),
+        Some("sample_rate_too_high")
+    );
+    assert_eq!(
+        kind_of(&ledger, &stereo).as_deref(),
+        Some("too_many_channels")
+    );
+    assert!(ledger_ok(&ledger));
+}
+
+#[test]
+fn an_item_over_its_time_limit_fails_with_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let long = common::real("wav_s16_8k_mono_moh-reno-project-system.wav"); // 5 min
+    std::fs::write(
+        dir.join("t.toml"),
+        "[decode]\nsample_rate_hz = 16000\n[features]\ncompute = [\"log_mel\"]\n[run]\nitem_timeout_s = 0.001\n",
+    )
+    .unwrap();
+    let (code, summary) = common::process(
+        dir,
+        &["--config", "t.toml", "--out", "out", long.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{summary}");
+    let ledger = dir.join("out/klio-ledger.sqlite");
+    assert_eq!(kind_of(&ledger, &long).as_deref(), Some("timeout"));
+    assert!(common::item_dirs(&dir.join("out")).is_empty());
+}
+
+#[test]
+fn an_unwritable_item_folder_fails_that_item_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("in")).unwrap();
+    let files: Vec<_> = (0..4)
+        .map(|i| {
+            let p = dir.join(format!("in/f{i}.wav"));
+            write_wav(&p, 0.5, 16000, i);
+            p
+        })
+        .collect();
+    // Where f0's folder would go, a plain file is in the way.
+    std::fs::create_dir(dir.join("out")).unwrap();
+    let blocked = dir.join("out").join(common::serve::element_of(&files[0]));
+    std::fs::write(&blocked, b"in the way").unwrap();
+    let (code, summary) = common::process(
+        dir,
+        &[
+            "--config",
+            &common::example("logmel-16k.toml"),
+            "--out",
+            "out",
+            "in",
+        ],
+    );
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(common::count(&summary, "done"), 3);
+    let ledger = dir.join("out/klio-ledger.sqlite");
+    assert_eq!(kind_of(&ledger, &files[0]).as_deref(), Some("sink"));
+    assert_eq!(std::fs::read(&blocked).unwrap(), b"in the way");
+    assert_eq!(done_elements(&ledger).len(), 3);
+    assert!(ledger_ok(&ledger));
+}
+
+#[test]
+fn hostile_file_names_stay_inside_the_output_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let inp = dir.join("in");
+    std::fs::create_dir(&inp).unwrap();
+    // (Names starting with '.' are hidden files, which folder inputs skip.)
+    let names = [
+        "x..wav".to_string(),
+        "-rf.wav".to_string(),
+        "a\nb.wav".to_string(),
+        "evil\u{202e}vaw.exe.wav".to_string(),
+        "名前 スペース.wav".to_string(),
+        format!("{}.wav", "x".repeat(240)),
+        "%2e%2e%2fescape.wav".to_string(),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        write_wav(&inp.join(n), 0.3, 16000, i as u32);
+    }
+    let (code, summary) = common::process(
+        dir,
+        &[
+            "--config",
+            &common::example("logmel-16k.toml"),
+            "--out",
+            "out",
+            "in",
+        ],
+    );
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(common::count(&summary, "done"), names.len() as u64);
+    let items = common::item_dirs(&dir.join("out"));
+    assert_eq!(items.len(), names.len());
+    for d in items {
+        assert_eq!(d.parent().unwrap(), dir.join("out"));
+        let n = d.file_name().unwrap().to_str().unwrap();
+        assert!(
+            n.len() <= 81
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+            "{n:?}"
+        );
+        assert!(!n.starts_with('.'));
+    }
+    // Nothing was written beside the output folder.
+    let mut top: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["in", "out"]);
+}
+
+#[test]
+fn corrupt_or_foreign_ledgers_are_refused_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let wav = dir.join("a.wav");
+    write_wav(&wav, 0.3, 16000, 1);
+    // Garbage, a foreign SQLite database, and a real ledger cut short.
+    std::fs::write(dir.join("garbage.sqlite"), vec![0x5a; 4096]).unwrap();
+    {
+        let c = rusqlite::Connection::open(dir.join("foreign.sqlite")).unwrap();
+        c.execute_batch("CREATE TABLE items (x); INSERT INTO items VALUES (1);")
+            .unwrap();
+    }
+    let (code, _) = common::process(dir, &["--out", "good", "a.wav"]);
+    assert_eq!(code, 0);
+    let good = std::fs::read(dir.join("good/klio-ledger.sqlite")).unwrap();
+    std::fs::write(dir.join("cut.sqlite"), &good[..good.len() / 2]).unwrap();
+    for name in ["garbage.sqlite", "foreign.sqlite", "cut.sqlite"] {
+        let before = std::fs::read(dir.join(name)).unwrap();
+        let o = common::klio(dir, &["process", "--out", "o", "--ledger", name, "a.wav"]);
+        assert_eq!(o.status.code(), Some(2), "{name}");
+        let err = common::stderr(&o);
+        assert!(err.contains("move it aside"), "{name}: {err}");
+        assert_eq!(
+            std::fs::read(dir.join(name)).unwrap(),
+            before,
+            "{name} untouched"
+        );
+        let o = common::klio(dir, &["ledger", "status", "--ledger", name]);
+        assert_eq!(o.status.code(), Some(2), "{name}");
+    }
+}
