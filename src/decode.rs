@@ -206,7 +206,32 @@ impl AudioStream {
         if file.metadata()?.len() == 0 {
             return Err(DecodeError::Empty);
         }
-        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let ext = path.extension().map(|e| e.to_string_lossy().into_owned());
+        Self::from_source(Box::new(file), ext, cfg)
+    }
+
+    /// [`Self::open`] on bytes in memory; `ext` is the file name's extension, if any (for the
+    /// extension check).
+    ///
+    /// # Errors
+    /// As for [`Self::open`].
+    pub fn from_bytes(
+        bytes: Vec<u8>,
+        ext: Option<String>,
+        cfg: &DecodeConfig,
+    ) -> Result<AudioStream, DecodeError> {
+        if bytes.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        Self::from_source(Box::new(std::io::Cursor::new(bytes)), ext, cfg)
+    }
+
+    fn from_source(
+        source: Box<dyn symphonia::core::io::MediaSource>,
+        ext: Option<String>,
+        cfg: &DecodeConfig,
+    ) -> Result<AudioStream, DecodeError> {
+        let mss = MediaSourceStream::new(source, Default::default());
         let format = symphonia::default::get_probe()
             .probe(
                 &Hint::new(),
@@ -226,7 +251,7 @@ impl AudioStream {
             })?;
         let container = format.format_info().short_name.to_string();
         let mut warnings = Vec::new();
-        if let Some(ext) = path.extension().map(|e| e.to_string_lossy().into_owned()) {
+        if let Some(ext) = ext {
             if let Some(expected) = expected_containers(&ext) {
                 if !expected.contains(&container.as_str()) {
                     let long = format.format_info().long_name.to_string();

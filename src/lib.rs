@@ -11,6 +11,7 @@ pub mod decode;
 pub mod exec;
 pub mod features;
 pub mod fetch;
+pub mod fuzzing;
 pub mod infer;
 pub mod inputs;
 pub mod item;

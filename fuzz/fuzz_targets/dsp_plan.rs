@@ -1,0 +1,5 @@
+#![no_main]
+//! Fuzz target: see klio_edge::fuzzing::dsp_plan_bytes.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| klio_edge::fuzzing::dsp_plan_bytes(data));

@@ -1,0 +1,142 @@
+//! The fuzz targets of `fuzz/` (bodies in `klio_edge::fuzzing`) as property tests on stable
+//! Rust: random bytes, and real files mutated (bytes flipped, cut short, spliced), for the
+//! decoder front; hostile and random messages; random config text; random DSP parameters.
+//! Cases per property: `PROPTEST_CASES` (default below). Crashes found by cargo-fuzz become
+//! the inline regression cases at the end.
+
+use klio_edge::fuzzing;
+use proptest::prelude::*;
+
+mod common;
+
+/// `PROPTEST_CASES`, else 256 per property.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+fn seeds() -> Vec<Vec<u8>> {
+    [
+        "wav_s16_16k_mono_sound-icons-xylofon.wav",
+        "flac_s16_8k_mono_moh-reno-project-system.flac",
+        "mp3_8k_mono_asterisk-demo-instruct.mp3",
+        "oga_vorbis_8k_mono_freedesktop-phone-outgoing-busy.oga",
+        "m4a_aac_44k1_stereo_sonic-pi-loop-tabla.m4a",
+    ]
+    .iter()
+    .map(|n| {
+        let mut b = std::fs::read(common::real(n)).unwrap();
+        // Keep cases quick: the headers and the first packets are where parsers break.
+        b.truncate(48 * 1024);
+        b
+    })
+    .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decoder_survives_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        fuzzing::decode(&data);
+    }
+
+    #[test]
+    fn decoder_survives_mutated_real_files(
+        which in 0usize..5,
+        ext in any::<u8>(),
+        flips in proptest::collection::vec((any::<u32>(), any::<u8>()), 1..16),
+        cut in any::<u32>(),
+    ) {
+        let seeds = seeds();
+        let mut b = seeds[which].clone();
+        for (pos, val) in flips {
+            let i = pos as usize % b.len();
+            b[i] = val;
+        }
+        b.truncate(cut as usize % (b.len() + 1));
+        let mut data = vec![ext];
+        data.extend_from_slice(&b);
+        fuzzing::decode(&data);
+    }
+
+    #[test]
+    fn messages_are_parsed_or_refused(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fuzzing::message(&data);
+    }
+
+    #[test]
+    fn json_like_messages_are_parsed_or_refused(
+        element in "[ -~]{0,40}",
+        uri in "[ -~\\u{0}\\u{202e}]{0,80}",
+        force in any::<bool>(),
+    ) {
+        let body = serde_json::json!({ "element": element, "uri": uri, "force": force });
+        fuzzing::message(body.to_string().as_bytes());
+    }
+
+    #[test]
+    fn config_text_is_loaded_or_refused(text in "[a-z_\\[\\]=\". 0-9\\n-]{0,300}") {
+        fuzzing::config(text.as_bytes());
+    }
+
+    #[test]
+    fn config_with_random_values_is_loaded_or_refused(
+        n_fft in any::<i64>(), hop in any::<i64>(), mels in any::<i64>(), rate in any::<i64>(),
+        top in any::<f64>(),
+    ) {
+        let text = format!(
+            "[decode]\nsample_rate_hz = {rate}\n[features]\nn_fft = {n_fft}\nhop_length = {hop}\nn_mels = {mels}\ntop_db = {top:?}\n"
+        );
+        fuzzing::config(text.as_bytes());
+    }
+
+    #[test]
+    fn dsp_plans_with_random_parameters(
+        rate in prop_oneof![Just(8000u32), Just(16000), Just(22050), Just(44100), 1u32..200_000],
+        n_fft in prop_oneof![0usize..5000, 2usize..600],
+        hop in prop_oneof![0usize..3000, 1usize..300],
+        win in prop_oneof![Just(0usize), 0usize..5000],
+        n_mels in prop_oneof![0usize..300, 1usize..64],
+        fmin in prop_oneof![-100.0f64..30_000.0, 0.0f64..500.0],
+        fmax in prop_oneof![Just(-1.0f64), -1.0f64..30_000.0, 1000.0f64..4000.0],
+        n_mfcc in prop_oneof![0usize..200, 1usize..20],
+        center in any::<bool>(),
+        features in any::<u32>(),
+        signal in proptest::collection::vec(-1.0f32..1.0, 0..6000),
+    ) {
+        let p = fuzzing::PlanParams {
+            sample_rate_hz: rate, n_fft, hop_length: hop, win_length: win, n_mels,
+            fmin_hz: fmin, fmax_hz: fmax, n_mfcc, center, features,
+        };
+        fuzzing::dsp_plan(&p, &signal);
+    }
+}
+
+#[test]
+fn dsp_plan_from_bytes_handles_short_and_extreme_input() {
+    fuzzing::dsp_plan_bytes(&[]);
+    fuzzing::dsp_plan_bytes(&[0xff; 64]);
+    fuzzing::dsp_plan_bytes(&[0; 64]);
+}
+
+#[test]
+fn the_dsp_target_computes_a_typical_plan() {
+    // The property above is not vacuous: valid parameters do reach the computation.
+    let p = fuzzing::PlanParams {
+        sample_rate_hz: 16000,
+        n_fft: 400,
+        hop_length: 160,
+        win_length: 0,
+        n_mels: 40,
+        fmin_hz: 0.0,
+        fmax_hz: -1.0,
+        n_mfcc: 13,
+        center: true,
+        features: u32::MAX,
+    };
+    let signal: Vec<f32> = (0..4000).map(|i| (i as f32 * 0.05).sin()).collect();
+    assert!(fuzzing::dsp_plan(&p, &signal));
+}
