@@ -253,3 +253,65 @@ fn count_files(d: &Path) -> usize {
         .map(|r| r.flatten().count())
         .unwrap_or(0)
 }
+
+#[test]
+fn serve_on_nats_survives_random_sigkills() {
+    let kills = env_u64("KLIO_CRASH_KILLS", 50) / 5;
+    let mut rng = Rng(env_u64("KLIO_CRASH_SEED", 7).wrapping_mul(97) | 1);
+    let nats = Nats::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let inputs = corpus(&dir.join("in"), 25);
+    let elements: Vec<String> = inputs.iter().map(|p| element_of(p)).collect();
+    let extra = "[serve]\nsource = \"nats\"\nhttp = \"\"\npoll_s = 0.2\n\
+                 [serve.nats]\nack_wait_s = 1\n";
+    let cfg = config(dir, extra);
+    let env = [("NATS_URL", nats.url.as_str())];
+    let out = dir.join("out");
+    let ledger = out.join("klio-ledger.sqlite");
+    let publish = || {
+        let log = dir.join("publish.log");
+        let mut p = spawn(dir, &["publish", "--config", &cfg, "in"], &env, &log);
+        assert_eq!(wait_exit(&mut p, Duration::from_secs(60), &log), 0);
+    };
+    let args = [
+        "serve",
+        "--config",
+        &cfg,
+        "--out",
+        "out",
+        "-j",
+        "2",
+        "--until-idle",
+    ];
+    publish();
+    let (mut killed, mut rounds) = (0, 0);
+    while killed < kills {
+        let log = dir.join("serve.log");
+        let mut p = spawn(dir, &args, &env, &log);
+        std::thread::sleep(Duration::from_millis(50 + rng.below(500)));
+        if p.try_wait().unwrap().is_none() {
+            p.kill().unwrap();
+            p.wait().unwrap();
+            killed += 1;
+        } else {
+            assert_eq!(
+                p.wait().unwrap().code(),
+                Some(0),
+                "{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            verify(&out, &ledger, &elements);
+            std::fs::remove_dir_all(&out).unwrap();
+            publish();
+            rounds += 1;
+        }
+    }
+    let log = dir.join("last.log");
+    let mut p = spawn(dir, &args, &env, &log);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(120), &log), 0);
+    verify(&out, &ledger, &elements);
+    eprintln!(
+        "serve on NATS: {killed} kills, {rounds} rounds finished between kills, all verified"
+    );
+}
