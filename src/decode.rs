@@ -455,6 +455,24 @@ impl AudioStream {
             )));
         }
         buf.copy_to_vecs_planar::<f32>(&mut self.decoded);
+        // Float streams can hold NaN or infinity; they would poison the resampler and every
+        // feature (found by fuzzing: rubato panics on them).
+        if self
+            .decoded
+            .iter()
+            .any(|c| !c.iter().fold(true, |ok, v| ok & v.is_finite()))
+        {
+            let at = self.info.duration_s();
+            self.damaged(DecodeError::Corrupt(format!(
+                "packet {} at {at:.3} s holds NaN or infinite samples",
+                self.packets
+            )))?;
+            for v in self.decoded.iter_mut().flatten() {
+                if !v.is_finite() {
+                    *v = 0.0;
+                }
+            }
+        }
         let frames = self.decoded.first().map_or(0, Vec::len);
         self.info.source_frames += frames as u64;
         if self.info.source_frames > self.max_frames {
