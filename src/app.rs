@@ -59,16 +59,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         },
         Command::Process(args) => {
-            let out_dir = args.out.clone().unwrap_or_else(|| cfg.output.dir.clone());
-            let ledger = args
-                .ledger
-                .clone()
-                .or_else(|| cfg.output.ledger.clone())
-                .unwrap_or_else(|| process::default_ledger(&out_dir));
-            let jobs = match args.jobs.unwrap_or(cfg.run.jobs) {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                n => n,
-            };
+            let (out_dir, ledger) = out_and_ledger(&cfg, args.out.clone(), args.ledger.clone());
+            let jobs = per_core(args.jobs.unwrap_or(cfg.run.jobs));
             let req = ProcessRequest {
                 inputs: args.inputs,
                 out_dir,
@@ -117,12 +109,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Serve(args) => {
-            let out_dir = args.out.clone().unwrap_or_else(|| cfg.output.dir.clone());
-            let ledger = args
-                .ledger
-                .clone()
-                .or_else(|| cfg.output.ledger.clone())
-                .unwrap_or_else(|| process::default_ledger(&out_dir));
+            let (out_dir, ledger) = out_and_ledger(&cfg, args.out.clone(), args.ledger.clone());
             let n = args.jobs.unwrap_or(match cfg.serve.max_in_flight {
                 0 => cfg.run.jobs,
                 n => n,
@@ -130,10 +117,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let req = ServeRequest {
                 out_dir,
                 ledger,
-                max_in_flight: match n {
-                    0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                    n => n,
-                },
+                max_in_flight: per_core(n),
                 until_idle: args.until_idle,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
             };
@@ -219,6 +203,28 @@ pub fn run(cli: Cli) -> Result<i32> {
                 Ok(EXIT_OK)
             }
         },
+    }
+}
+
+/// `--out` and `--ledger` resolved against the config: the ledger defaults to `output.ledger`,
+/// else `<out>/klio-ledger.sqlite`.
+fn out_and_ledger(
+    cfg: &Config,
+    out: Option<PathBuf>,
+    ledger: Option<PathBuf>,
+) -> (PathBuf, PathBuf) {
+    let out_dir = out.unwrap_or_else(|| cfg.output.dir.clone());
+    let ledger = ledger
+        .or_else(|| cfg.output.ledger.clone())
+        .unwrap_or_else(|| process::default_ledger(&out_dir));
+    (out_dir, ledger)
+}
+
+/// A worker count where 0 means one per core.
+fn per_core(n: usize) -> usize {
+    match n {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 

@@ -141,28 +141,17 @@ fn process_survives_random_sigkills() {
     verify(&out, &ledger, &elements);
     std::fs::remove_dir_all(&out).unwrap();
 
-    let (mut killed, mut rounds) = (0, 0);
-    while killed < kills {
-        let log = dir.join("run.log");
-        let mut p = spawn(dir, &args, &[], &log);
-        std::thread::sleep(Duration::from_millis(rng.below(full_ms + 20)));
-        if p.try_wait().unwrap().is_none() {
-            p.kill().unwrap();
-            p.wait().unwrap();
-            killed += 1;
-        } else {
-            // It finished before the kill: check the round and start a fresh one.
-            assert_eq!(
-                p.wait().unwrap().code(),
-                Some(0),
-                "{}",
-                std::fs::read_to_string(&log).unwrap()
-            );
+    let (killed, rounds) = kill_loop(
+        dir,
+        &args,
+        &[],
+        kills,
+        || rng.below(full_ms + 20),
+        || {
             verify(&out, &ledger, &elements);
             std::fs::remove_dir_all(&out).unwrap();
-            rounds += 1;
-        }
-    }
+        },
+    );
     let log = dir.join("last.log");
     let mut p = spawn(dir, &args, &[], &log);
     assert_eq!(wait_exit(&mut p, Duration::from_secs(120), &log), 0);
@@ -218,34 +207,54 @@ fn serve_on_an_inbox_survives_random_sigkills() {
         assert!(paths_in(&inbox).is_empty(), "inbox empty");
     };
     let mut elements = fill();
-    let (mut killed, mut rounds) = (0, 0);
-    while killed < kills {
-        let log = dir.join("serve.log");
-        let mut p = spawn(dir, &args, &[], &log);
-        std::thread::sleep(Duration::from_millis(30 + rng.below(400)));
-        if p.try_wait().unwrap().is_none() {
-            p.kill().unwrap();
-            p.wait().unwrap();
-            killed += 1;
-        } else {
-            assert_eq!(
-                p.wait().unwrap().code(),
-                Some(0),
-                "{}",
-                std::fs::read_to_string(&log).unwrap()
-            );
+    let (killed, rounds) = kill_loop(
+        dir,
+        &args,
+        &[],
+        kills,
+        || 30 + rng.below(400),
+        || {
             check(&elements);
             std::fs::remove_dir_all(&out).unwrap();
             std::fs::remove_dir_all(&inbox).unwrap();
             elements = fill();
-            rounds += 1;
-        }
-    }
+        },
+    );
     let log = dir.join("last.log");
     let mut p = spawn(dir, &args, &[], &log);
     assert_eq!(wait_exit(&mut p, Duration::from_secs(120), &log), 0);
     check(&elements);
     eprintln!("serve: {killed} kills, {rounds} rounds finished between kills, all verified");
+}
+
+/// Runs `args` again and again, SIGKILLing each run `delay()` ms after it starts, until
+/// `kills` runs were killed. A run that exits first must exit 0; `finished` then checks that
+/// round and starts a fresh one. Returns (kills, finished rounds).
+fn kill_loop(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    kills: u64,
+    mut delay: impl FnMut() -> u64,
+    mut finished: impl FnMut(),
+) -> (u64, u64) {
+    let (mut killed, mut rounds) = (0, 0);
+    let log = dir.join("run.log");
+    while killed < kills {
+        let mut p = spawn(dir, args, env, &log);
+        std::thread::sleep(Duration::from_millis(delay()));
+        if p.try_wait().unwrap().is_none() {
+            p.kill().unwrap();
+            p.wait().unwrap();
+            killed += 1;
+        } else {
+            let code = p.wait().unwrap().code();
+            assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+            finished();
+            rounds += 1;
+        }
+    }
+    (killed, rounds)
 }
 
 fn count_files(d: &Path) -> usize {
@@ -285,28 +294,18 @@ fn serve_on_nats_survives_random_sigkills() {
         "--until-idle",
     ];
     publish();
-    let (mut killed, mut rounds) = (0, 0);
-    while killed < kills {
-        let log = dir.join("serve.log");
-        let mut p = spawn(dir, &args, &env, &log);
-        std::thread::sleep(Duration::from_millis(50 + rng.below(500)));
-        if p.try_wait().unwrap().is_none() {
-            p.kill().unwrap();
-            p.wait().unwrap();
-            killed += 1;
-        } else {
-            assert_eq!(
-                p.wait().unwrap().code(),
-                Some(0),
-                "{}",
-                std::fs::read_to_string(&log).unwrap()
-            );
+    let (killed, rounds) = kill_loop(
+        dir,
+        &args,
+        &env,
+        kills,
+        || 50 + rng.below(500),
+        || {
             verify(&out, &ledger, &elements);
             std::fs::remove_dir_all(&out).unwrap();
             publish();
-            rounds += 1;
-        }
-    }
+        },
+    );
     let log = dir.join("last.log");
     let mut p = spawn(dir, &args, &env, &log);
     assert_eq!(wait_exit(&mut p, Duration::from_secs(120), &log), 0);
