@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. Installs what the tests need first (today: cmake, to
-# build the bundled libopus), so it works on a fresh Debian machine as root.
-# Later issues add their servers here (started in the background, stopped by PID on exit).
+# Runs every test of the workspace. Installs what the tests need first, so it works on a
+# fresh Debian machine as root: cmake (to build the bundled libopus), a Python venv with
+# moto's S3 server (the object-store tests start it on loopback and stop it by PID; so do
+# the serve tests with nats-server, which .ci/run installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,24 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# moto_server for tests/stores.rs, in a venv under target/ (made once, then reused).
+if [ -z "${KLIO_MOTO_SERVER:-}" ]; then
+  venv=target/py-moto
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+      echo "installing python3-venv (apt)"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    echo "making $venv with moto[server] (pip)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[s3,server]==5.2.5'
+  fi
+  KLIO_MOTO_SERVER="$(pwd)/$venv/bin/moto_server"
+  export KLIO_MOTO_SERVER
 fi
 
 if [ ! -d ../shared/corpus/real ]; then

@@ -59,7 +59,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         },
         Command::Process(args) => {
-            let (out_dir, ledger) = out_and_ledger(&cfg, args.out.clone(), args.ledger.clone());
+            let (out_dir, ledger) =
+                usage(out_and_ledger(&cfg, args.out.clone(), args.ledger.clone()))?;
             let jobs = per_core(args.jobs.unwrap_or(cfg.run.jobs));
             let req = ProcessRequest {
                 inputs: args.inputs,
@@ -80,12 +81,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             if !req.quiet {
                 eprintln!(
-                    "{} done, {} skipped, {} failed{} of {} items; {:.1} s of audio in {:.2} s ({:.0}x realtime); ledger {}",
+                    "{} done, {} skipped, {} failed{}{} of {} items; {:.1} s of audio in {:.2} s ({:.0}x realtime); ledger {}",
                     summary.done,
                     summary.skipped,
                     summary.failed,
                     if summary.gave_up > 0 {
                         format!(" ({} out of attempts)", summary.gave_up)
+                    } else {
+                        String::new()
+                    },
+                    if summary.missing_input > 0 {
+                        format!(" ({} missing input)", summary.missing_input)
                     } else {
                         String::new()
                     },
@@ -109,7 +115,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Serve(args) => {
-            let (out_dir, ledger) = out_and_ledger(&cfg, args.out.clone(), args.ledger.clone());
+            let (out_dir, ledger) =
+                usage(out_and_ledger(&cfg, args.out.clone(), args.ledger.clone()))?;
             let n = args.jobs.unwrap_or(match cfg.serve.max_in_flight {
                 0 => cfg.run.jobs,
                 n => n,
@@ -207,17 +214,26 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 /// `--out` and `--ledger` resolved against the config: the ledger defaults to `output.ledger`,
-/// else `<out>/klio-ledger.sqlite`.
+/// else `<out>/klio-ledger.sqlite`. An object-store `--out` needs a ledger named explicitly.
 fn out_and_ledger(
     cfg: &Config,
     out: Option<PathBuf>,
     ledger: Option<PathBuf>,
-) -> (PathBuf, PathBuf) {
+) -> Result<(PathBuf, PathBuf)> {
     let out_dir = out.unwrap_or_else(|| cfg.output.dir.clone());
-    let ledger = ledger
-        .or_else(|| cfg.output.ledger.clone())
-        .unwrap_or_else(|| process::default_ledger(&out_dir));
-    (out_dir, ledger)
+    let remote = crate::store::Remote::parse(&out_dir.to_string_lossy())
+        .map_err(anyhow::Error::msg)
+        .context("--out")?;
+    let ledger = match ledger.or_else(|| cfg.output.ledger.clone()) {
+        Some(l) => l,
+        None if remote.is_some() => anyhow::bail!(
+            "--out {} is an object store; name a local ledger file with --ledger FILE \
+             (one per node of a fleet: the output-exists check keeps them from redoing each other's work)",
+            out_dir.display()
+        ),
+        None => process::default_ledger(&out_dir),
+    };
+    Ok((out_dir, ledger))
 }
 
 /// A worker count where 0 means one per core.

@@ -40,6 +40,8 @@ pub struct Config {
     pub model: Vec<ModelConfig>,
     /// `[serve]`: the service (`klio-edge serve` and `publish`); does not affect outputs.
     pub serve: crate::serve::settings::ServeConfig,
+    /// `[store]`: object stores (`s3://`, `gs://`, `https://`); does not affect outputs.
+    pub store: crate::store::StoreConfig,
 }
 
 /// A target sample rate, or the file's own.
@@ -509,8 +511,27 @@ impl Default for RunConfig {
 pub struct OutputConfig {
     /// Output folder (`--out`). Default `features`.
     pub dir: PathBuf,
-    /// Ledger file (`--ledger`). Default `<dir>/klio-ledger.sqlite`.
+    /// Ledger file (`--ledger`). Default `<dir>/klio-ledger.sqlite`; required when `dir` is
+    /// an object store.
     pub ledger: Option<PathBuf>,
+    /// Klio's output-exists check: before fetching an item that this ledger has not finished,
+    /// look for its complete outputs (`<dir>/<element>/meta.json` with the same config hash
+    /// and input size) and, if found, record it as done instead of recomputing it. `auto`
+    /// (default): on when `dir` is an object store; `on`; `off`. `--force` skips the check.
+    pub check_existing: CheckExisting,
+}
+
+/// `output.check_existing`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckExisting {
+    /// On for object-store outputs, off for local folders.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 impl Default for OutputConfig {
@@ -518,6 +539,7 @@ impl Default for OutputConfig {
         OutputConfig {
             dir: PathBuf::from("features"),
             ledger: None,
+            check_existing: CheckExisting::Auto,
         }
     }
 }
@@ -612,6 +634,7 @@ impl Config {
             );
         }
         self.serve.validate()?;
+        self.store.validate()?;
         let mut names: Vec<String> = Vec::new();
         for e in &self.exec {
             e.validate()?;

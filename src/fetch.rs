@@ -1,20 +1,23 @@
 //! Fetch: makes an item's bytes available locally and describes them (size, mtime, content
-//! hash). Today: local paths. Object stores and `https://` plug in here (issue: object
-//! stores); nothing outside this module opens an item's source for anything but decoding.
+//! hash). Local paths are used in place; objects in a store (`s3://`, `gs://`, `https://`) are
+//! streamed into a temp file, hashed on the way, under the size cap. Nothing outside this
+//! module opens an item's source for anything but decoding.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use crate::item::InputFacts;
+use crate::item::{InputFacts, Source};
+use crate::sink::TempFolder;
+use crate::store::{Remote, StoreError, Stores};
 
 /// Why an input could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The input does not exist (its own outcome: `missing_input`).
     #[error("input does not exist: {0}")]
-    Missing(PathBuf),
+    Missing(String),
     /// The input is not a regular file.
     #[error("input is not a regular file: {0}")]
     NotAFile(PathBuf),
@@ -26,6 +29,9 @@ pub enum FetchError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An object store failed (not found, denied, too large, unreachable).
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 impl FetchError {
@@ -35,12 +41,8 @@ impl FetchError {
             FetchError::Missing(_) => "missing_input",
             FetchError::NotAFile(_) => "not_a_file",
             FetchError::Io { .. } => "io",
+            FetchError::Store(e) => e.kind(),
         }
-    }
-
-    /// Whether a later attempt could succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, FetchError::Io { .. } | FetchError::Missing(_))
     }
 }
 
@@ -52,7 +54,7 @@ pub fn stat(path: &Path) -> Result<InputFacts, FetchError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(FetchError::Missing(path.into()))
+            return Err(FetchError::Missing(path.display().to_string()))
         }
         Err(source) => {
             return Err(FetchError::Io {
@@ -96,4 +98,89 @@ pub fn content_hash(path: &Path) -> Result<String, FetchError> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Size and modification time of any source, without reading its content (a HEAD request for
+/// an object).
+///
+/// # Errors
+/// Missing input, not a file, or the stat (or request) failed.
+pub fn stat_source(stores: &Stores, source: &Source) -> Result<InputFacts, FetchError> {
+    match source {
+        Source::Path(p) => stat(p),
+        Source::Remote(r) => {
+            let meta = stores.head(r).map_err(|e| match e {
+                StoreError::NotFound(u) => FetchError::Missing(u),
+                e => FetchError::Store(e),
+            })?;
+            Ok(InputFacts {
+                size: Some(meta.size as i64),
+                mtime_ns: meta.last_modified.timestamp_nanos_opt(),
+                hash: None,
+            })
+        }
+    }
+}
+
+/// An item's bytes on local disk, for decoding and for exec programs.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The local file.
+    pub path: PathBuf,
+    /// BLAKE3 of its content, hex.
+    pub hash: String,
+    /// Holds a downloaded copy until the item is finished.
+    _temp: Option<TempFolder>,
+}
+
+/// Makes a source's bytes available locally: a local file in place (hashed), an object
+/// downloaded into `temp` (hashed while streaming, refused past `cap` bytes). The download
+/// keeps the object's file name, so the decoder sees its extension.
+///
+/// # Errors
+/// The file cannot be read, or the download failed.
+pub fn fetch(
+    stores: &Stores,
+    source: &Source,
+    temp: impl FnOnce() -> Result<TempFolder, crate::sink::SinkError>,
+    cap: u64,
+) -> Result<Fetched, FetchError> {
+    match source {
+        Source::Path(p) => Ok(Fetched {
+            path: p.clone(),
+            hash: content_hash(p)?,
+            _temp: None,
+        }),
+        Source::Remote(r) => {
+            let folder = temp().map_err(|e| FetchError::Io {
+                path: PathBuf::from(r.to_string()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let dest = folder.path().join(local_name(r));
+            let got = stores.download(r, &dest, cap).map_err(|e| match e {
+                StoreError::NotFound(u) => FetchError::Missing(u),
+                e => FetchError::Store(e),
+            })?;
+            Ok(Fetched {
+                path: dest,
+                hash: got.hash,
+                _temp: Some(folder),
+            })
+        }
+    }
+}
+
+/// A safe local file name for an object: its own name with anything but `[A-Za-z0-9._-]`
+/// replaced, so the extension survives.
+fn local_name(r: &Remote) -> String {
+    let name = crate::item::safe_name(r.file_name());
+    let mut name = if name.is_empty() {
+        "input".into()
+    } else {
+        name
+    };
+    if name.len() > 100 {
+        name = name[name.len() - 100..].to_string();
+    }
+    name
 }

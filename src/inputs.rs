@@ -1,12 +1,15 @@
 //! Turns the `INPUTS...` of `klio-edge process` into items: files, directories (recursive),
-//! globs, and `@manifest` files. It only lists; it opens no audio.
+//! globs, `@manifest` files, and object-store URLs (`s3://`, `gs://`, `https://`): one object,
+//! or every object under a prefix ending in `/`, or those matching a glob
+//! (`s3://bucket/corpus/**/*.wav`). It only lists; it opens no audio.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::item::{absolute, ItemRef};
+use crate::item::{absolute, ItemRef, Source};
+use crate::store::{Remote, Stores};
 
 /// The items named by `inputs`, sorted by path, each once, plus notes about inputs that named
 /// nothing (an empty folder, a glob without matches).
@@ -24,11 +27,19 @@ pub struct Expanded {
 ///
 /// # Errors
 /// An unreadable manifest, a malformed glob, or two distinct paths with the same element id.
-pub fn expand(inputs: &[String], exclude: &[PathBuf]) -> Result<Expanded> {
-    let mut found: BTreeMap<PathBuf, ItemRef> = BTreeMap::new();
+pub fn expand(stores: &Stores, inputs: &[String], exclude: &[PathBuf]) -> Result<Expanded> {
+    let mut found: BTreeMap<Source, ItemRef> = BTreeMap::new();
     let mut warnings = Vec::new();
+    let remote_exclude: Vec<Remote> = exclude
+        .iter()
+        .filter_map(|p| Remote::parse(&p.to_string_lossy()).ok().flatten())
+        .collect();
     let exclude: Vec<PathBuf> = exclude.iter().map(|p| absolute(p)).collect();
     for input in inputs {
+        if let Some(r) = Remote::parse(input).map_err(anyhow::Error::msg)? {
+            add_remote(stores, r, input, &remote_exclude, &mut found, &mut warnings)?;
+            continue;
+        }
         if let Some(manifest) = input.strip_prefix('@') {
             let text = std::fs::read_to_string(manifest)
                 .with_context(|| format!("cannot read manifest {manifest}"))?;
@@ -36,6 +47,10 @@ pub fn expand(inputs: &[String], exclude: &[PathBuf]) -> Result<Expanded> {
             for line in text.lines() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                if let Some(r) = Remote::parse(line).map_err(anyhow::Error::msg)? {
+                    add_remote(stores, r, line, &remote_exclude, &mut found, &mut warnings)?;
                     continue;
                 }
                 let p = Path::new(line);
@@ -50,13 +65,12 @@ pub fn expand(inputs: &[String], exclude: &[PathBuf]) -> Result<Expanded> {
             add_path(input, &exclude, &mut found, &mut warnings)?;
         }
     }
-    let mut by_element: BTreeMap<&str, &Path> = BTreeMap::new();
+    let mut by_element: BTreeMap<&str, &Source> = BTreeMap::new();
     for item in found.values() {
         if let Some(other) = by_element.insert(&item.element, &item.source) {
             bail!(
-                "element id collision: {} and {} both map to {}",
-                other.display(),
-                item.source.display(),
+                "element id collision: {other} and {} both map to {}",
+                item.source,
                 item.element
             );
         }
@@ -70,7 +84,7 @@ pub fn expand(inputs: &[String], exclude: &[PathBuf]) -> Result<Expanded> {
 fn add_path(
     input: &str,
     exclude: &[PathBuf],
-    found: &mut BTreeMap<PathBuf, ItemRef>,
+    found: &mut BTreeMap<Source, ItemRef>,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
     let path = Path::new(input);
@@ -108,7 +122,69 @@ fn add_path(
     Ok(())
 }
 
-fn walk_dir(dir: &Path, exclude: &[PathBuf], found: &mut BTreeMap<PathBuf, ItemRef>) {
+/// One object, or a listing: a key ending in `/` (everything under it but hidden names) or a
+/// key with glob characters (listed from the part before the first one; `*` stays within one
+/// `/`-separated part, `**` crosses them).
+fn add_remote(
+    stores: &Stores,
+    r: Remote,
+    input: &str,
+    exclude: &[Remote],
+    found: &mut BTreeMap<Source, ItemRef>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let key = r.key().to_string();
+    let glob_at = key.find(['*', '?', '[']);
+    let is_listing = glob_at.is_some() || key.is_empty() || key.ends_with('/');
+    if !is_listing || !r.scheme().lists() {
+        if glob_at.is_some() {
+            bail!("{input}: a web server cannot be listed, so globs do not work there");
+        }
+        let item = ItemRef::for_remote(r);
+        found.entry(item.source.clone()).or_insert(item);
+        return Ok(());
+    }
+    let (prefix, pattern) = match glob_at {
+        Some(at) => {
+            let cut = key[..at].rfind('/').map_or(0, |i| i + 1);
+            let pattern =
+                glob::Pattern::new(&key).with_context(|| format!("bad glob pattern {input}"))?;
+            (key[..cut].to_string(), Some(pattern))
+        }
+        None => (key.clone(), None),
+    };
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let listed = stores
+        .list(&r.with_key(&prefix))
+        .with_context(|| format!("cannot list {input}"))?;
+    let before = found.len();
+    for (obj, _size) in listed {
+        let rel = obj.key().strip_prefix(prefix.as_str()).unwrap_or(obj.key());
+        let keep = match &pattern {
+            Some(p) => p.matches_with(obj.key(), options),
+            None => !rel.split('/').any(|part| part.starts_with('.')),
+        };
+        let excluded = exclude.iter().any(|x| {
+            let base = x.key().trim_end_matches('/');
+            x.with_key("") == obj.with_key("")
+                && (base.is_empty() || obj.key().starts_with(&format!("{base}/")))
+        });
+        if keep && !excluded {
+            let item = ItemRef::for_remote(obj);
+            found.entry(item.source.clone()).or_insert(item);
+        }
+    }
+    if found.len() == before {
+        warnings.push(format!("{input}: no objects matched"));
+    }
+    Ok(())
+}
+
+fn walk_dir(dir: &Path, exclude: &[PathBuf], found: &mut BTreeMap<Source, ItemRef>) {
     let walker = walkdir::WalkDir::new(dir)
         .follow_links(true)
         .sort_by_file_name()
@@ -153,12 +229,15 @@ mod tests {
             format!("@{}", d.join("list.txt").display()),
             d.to_string_lossy().into_owned(),
         ];
-        let got = expand(&inputs, &[d.join("out")]).unwrap();
+        let stores = Stores::new(&Default::default());
+        let got = expand(&stores, &inputs, &[d.join("out")]).unwrap();
         let names: Vec<String> = got
             .items
             .iter()
             .map(|i| {
                 i.source
+                    .as_path()
+                    .unwrap()
                     .strip_prefix(absolute(d))
                     .unwrap()
                     .to_string_lossy()
@@ -169,7 +248,7 @@ mod tests {
             names,
             vec!["3.mp3", "a/1.wav", "a/b/2.flac", "list.txt", "missing.wav"]
         );
-        let got = expand(&[format!("{}/*.ogg", d.display())], &[]).unwrap();
+        let got = expand(&stores, &[format!("{}/*.ogg", d.display())], &[]).unwrap();
         assert!(got.items.is_empty());
         assert_eq!(got.warnings.len(), 1);
     }

@@ -3,16 +3,59 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::store::Remote;
+
 /// Longest stem kept in an element id (in bytes, after sanitising).
 const MAX_STEM: usize = 64;
+
+/// Where an item's bytes are: a local file or an object in a store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// An absolute local path.
+    Path(PathBuf),
+    /// `s3://`, `gs://`, `https://` (or `http://`).
+    Remote(Remote),
+}
+
+impl Source {
+    /// Parses an input as written by a user or a message: a URL of an object store, a
+    /// `file://` URI, or a local path (made absolute).
+    ///
+    /// # Errors
+    /// A malformed object-store URL.
+    pub fn parse(s: &str) -> Result<Source, String> {
+        if let Some(r) = Remote::parse(s)? {
+            return Ok(Source::Remote(r));
+        }
+        let path = s.strip_prefix("file://").unwrap_or(s);
+        Ok(Source::Path(absolute(Path::new(path))))
+    }
+
+    /// The local path, if this is one.
+    pub fn as_path(&self) -> Option<&Path> {
+        match self {
+            Source::Path(p) => Some(p),
+            Source::Remote(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Path(p) => write!(f, "{}", p.display()),
+            Source::Remote(r) => write!(f, "{r}"),
+        }
+    }
+}
 
 /// One unit of work: a source and the element id its outputs are filed under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ItemRef {
     /// Element id: `<stem>-<hash16>`, see [`element_id`].
     pub element: String,
-    /// Absolute path of the source.
-    pub source: PathBuf,
+    /// The input.
+    pub source: Source,
 }
 
 impl ItemRef {
@@ -21,7 +64,24 @@ impl ItemRef {
         let source = absolute(path);
         ItemRef {
             element: element_id(&source),
-            source,
+            source: Source::Path(source),
+        }
+    }
+
+    /// An item for an object in a store; its element id is derived from the URL as
+    /// [`element_id`] derives it from a path.
+    pub fn for_remote(r: Remote) -> ItemRef {
+        ItemRef {
+            element: element_id(Path::new(&r.to_string())),
+            source: Source::Remote(r),
+        }
+    }
+
+    /// An item for a parsed source.
+    pub fn for_source(source: Source) -> ItemRef {
+        match source {
+            Source::Path(p) => ItemRef::for_path(&p),
+            Source::Remote(r) => ItemRef::for_remote(r),
         }
     }
 }
@@ -30,6 +90,22 @@ impl ItemRef {
 pub fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path)
         .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
+/// `name` with every character outside `[A-Za-z0-9._-]` replaced by `_` and leading dots
+/// removed: safe as one file name anywhere (it may be empty).
+pub fn safe_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    clean.trim_start_matches('.').to_string()
 }
 
 /// Derives the element id of a source from its absolute path.
@@ -44,17 +120,7 @@ pub fn element_id(absolute_path: &Path) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut clean: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    clean = clean.trim_start_matches('.').to_string();
+    let mut clean = safe_name(&stem);
     clean.truncate(MAX_STEM);
     if clean.is_empty() {
         clean = "item".into();

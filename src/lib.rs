@@ -19,3 +19,4 @@ pub mod ledger;
 pub mod process;
 pub mod serve;
 pub mod sink;
+pub mod store;

@@ -21,6 +21,8 @@ use crate::infer::{InferError, InferStage, OutputKind};
 use crate::item::{InputFacts, ItemRef, Outcome};
 use crate::ledger::{Ledger, RunCounts};
 use crate::sink::{Sink, SinkError};
+use crate::store::{Remote, Stores};
+use std::sync::Arc;
 
 /// Default ledger file name inside the output folder.
 pub const LEDGER_FILE: &str = "klio-ledger.sqlite";
@@ -57,6 +59,8 @@ pub struct Summary {
     pub failed: u64,
     /// Of `failed`: not retried because they are out of attempts.
     pub gave_up: u64,
+    /// Of `failed`: the input does not exist (kind `missing_input`).
+    pub missing_input: u64,
     /// Items named by the inputs.
     pub items: u64,
     /// Seconds of audio decoded in this run.
@@ -88,7 +92,7 @@ impl ItemError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind,
-            "io" | "missing_input" | "sink" | "ledger" | "exec_timeout" | "exec_io"
+            "io" | "missing_input" | "fetch" | "sink" | "ledger" | "exec_timeout" | "exec_io"
         )
     }
 }
@@ -135,6 +139,8 @@ pub struct Engine<'a> {
     features: FeatureStage,
     exec: ExecStage,
     infer: InferStage,
+    stores: Arc<Stores>,
+    check_existing: bool,
     run_id: i64,
 }
 
@@ -163,8 +169,18 @@ impl<'a> Engine<'a> {
         exec: ExecStage,
         infer: InferStage,
     ) -> Result<Engine<'a>> {
-        let sink = Sink::open(&opts.out_dir)
-            .with_context(|| format!("output folder {}", opts.out_dir.display()))?;
+        let stores = Arc::new(Stores::new(&cfg.store));
+        let out = opts.out_dir.to_string_lossy();
+        let sink = match Remote::parse(&out).map_err(anyhow::Error::msg)? {
+            Some(prefix) => Sink::open_remote(prefix, stores.clone()),
+            None => Sink::open(&opts.out_dir),
+        }
+        .with_context(|| format!("output location {out}"))?;
+        let check_existing = match cfg.output.check_existing {
+            crate::config::CheckExisting::Auto => sink.is_remote(),
+            crate::config::CheckExisting::On => true,
+            crate::config::CheckExisting::Off => false,
+        };
         let mut ledger = Ledger::open(&opts.ledger)?;
         let recovered = ledger.recover_running()?;
         if recovered > 0 {
@@ -181,8 +197,15 @@ impl<'a> Engine<'a> {
             features: FeatureStage::new(&cfg.features),
             exec,
             infer,
+            stores,
+            check_existing,
             run_id,
         })
+    }
+
+    /// The object stores this engine reads from and writes to.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
@@ -243,7 +266,8 @@ pub fn run(
     infer: InferStage,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let expanded = crate::inputs::expand(&req.inputs, std::slice::from_ref(&req.out_dir))?;
+    let stores = Stores::new(&cfg.store);
+    let expanded = crate::inputs::expand(&stores, &req.inputs, std::slice::from_ref(&req.out_dir))?;
     for w in &expanded.warnings {
         tracing::warn!("{w}");
     }
@@ -261,6 +285,7 @@ pub fn run(
     let bar = progress_bar(total, req.quiet);
     let mut counts = RunCounts::default();
     let mut gave_up = 0u64;
+    let mut missing_input = 0u64;
     let mut audio_s = 0.0;
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<ItemRef>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<ItemReport>();
@@ -294,6 +319,9 @@ pub fn run(
                 }
                 Outcome::Failed | Outcome::GaveUp => {
                     counts.failed += 1;
+                    if r.error.as_ref().is_some_and(|e| e.kind == "missing_input") {
+                        missing_input += 1;
+                    }
                     let e = r
                         .error
                         .as_ref()
@@ -302,15 +330,10 @@ pub fn run(
                         gave_up += 1;
                         format!(
                             "gave up  {} ({}): out of attempts; last error {e}",
-                            r.item.element,
-                            r.item.source.display()
+                            r.item.element, r.item.source
                         )
                     } else {
-                        format!(
-                            "failed   {} ({}): {e}",
-                            r.item.element,
-                            r.item.source.display()
-                        )
+                        format!("failed   {} ({}): {e}", r.item.element, r.item.source)
                     }
                 }
             };
@@ -347,6 +370,7 @@ pub fn run(
         skipped: counts.skipped,
         failed: counts.failed,
         gave_up,
+        missing_input,
         items: total,
         audio_s,
         wall_s,
@@ -385,9 +409,9 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
         error,
         stage_ms: Vec::new(),
     };
-    let source = item.source.to_string_lossy().into_owned();
+    let source = item.source.to_string();
     let t_fetch = Instant::now();
-    let mut facts = match fetch::stat(&item.source) {
+    let mut facts = match fetch::stat_source(&ctx.stores, &item.source) {
         Ok(f) => f,
         Err(e) => {
             return fail_before_claim(ctx, &item, &source, InputFacts::default(), e.into(), report)
@@ -427,10 +451,50 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
             return report(Outcome::Skipped, 0.0, None);
         }
     }
-    match fetch::content_hash(&item.source) {
-        Ok(h) => facts.hash = Some(h),
-        Err(e) => return fail_before_claim(ctx, &item, &source, facts, e.into(), report),
+    // Klio's output-exists check: complete outputs for this config (from another node with
+    // its own ledger, or an earlier run whose ledger is gone) are adopted, not recomputed.
+    if !force && ctx.check_existing && !row.as_ref().is_some_and(done_here) {
+        match ctx.sink.read_meta(&item.element) {
+            Ok(Some(meta))
+                if meta["config_hash"].as_str() == Some(ctx.config_hash.as_str())
+                    && meta["input_size"].as_i64() == facts.size =>
+            {
+                facts.hash = meta["input_hash"].as_str().map(str::to_string);
+                let outputs = ctx.sink.list_outputs(&item.element);
+                let at = ctx.sink.item_location(&item.element);
+                return match ctx.ledger().adopt(
+                    ctx.run_id,
+                    &item.element,
+                    &source,
+                    &facts,
+                    &ctx.config_hash,
+                    &outputs,
+                    &format!("outputs exist at {at}"),
+                ) {
+                    Ok(()) => report(Outcome::Skipped, 0.0, None),
+                    Err(e) => report(Outcome::Failed, 0.0, Some(ledger_error(&e))),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let err = ItemError {
+                    kind: "fetch",
+                    message: format!("output-exists check: {e}"),
+                };
+                return fail_before_claim(ctx, &item, &source, facts, err, report);
+            }
+        }
     }
+    let fetched = match fetch::fetch(
+        &ctx.stores,
+        &item.source,
+        || ctx.sink.temp_folder("fetch"),
+        ctx.cfg.run.max_input_bytes,
+    ) {
+        Ok(f) => f,
+        Err(e) => return fail_before_claim(ctx, &item, &source, facts, e.into(), report),
+    };
+    facts.hash = Some(fetched.hash.clone());
     if let Some(r) = &row {
         let same_input = r.input_hash == facts.hash && r.config_hash == ctx.config_hash;
         if !force && same_input && done_here(r) {
@@ -470,7 +534,8 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
         return report(Outcome::Failed, 0.0, Some(ledger_error(&e)));
     }
     let mut stage_ms = json!({ "fetch": fetch_ms });
-    let result = run_stages(ctx, &item, &facts, &mut stage_ms);
+    let result = run_stages(ctx, &item, &fetched.path, &facts, &mut stage_ms);
+    drop(fetched);
     let mut ledger = ctx.ledger();
     match result {
         Ok((audio_s, outputs, models)) => {
@@ -551,6 +616,7 @@ fn fail_before_claim(
 fn run_stages(
     ctx: &Engine<'_>,
     item: &ItemRef,
+    input: &Path,
     facts: &InputFacts,
     stage_ms: &mut serde_json::Value,
 ) -> Result<(f64, Vec<String>, Option<serde_json::Value>), ItemError> {
@@ -559,7 +625,7 @@ fn run_stages(
     timings.insert("fetch".into(), stage_ms["fetch"].clone());
     let mut meta = json!({
         "element": item.element,
-        "source": item.source,
+        "source": item.source.to_string(),
         "input_size": facts.size,
         "input_hash": facts.hash,
         "config_hash": ctx.config_hash,
@@ -570,13 +636,13 @@ fn run_stages(
     let mut sink_t = Duration::ZERO;
     if ctx.cfg.decode.enabled {
         (audio_s, models) =
-            decode_and_features(ctx, item, &staging, &mut meta, &mut timings, &mut sink_t)?;
+            decode_and_features(ctx, input, &staging, &mut meta, &mut timings, &mut sink_t)?;
     }
     if !ctx.exec.is_empty() {
         // Dropped (and removed) on every path out of this block, errors included.
         let scratch = ctx.sink.temp_folder("scratch")?;
         let t = Instant::now();
-        let input = crate::item::absolute(&item.source);
+        let input = crate::item::absolute(input);
         let reports = ctx
             .exec
             .run(&input, &item.element, scratch.path(), staging.path())?;
@@ -596,7 +662,7 @@ fn run_stages(
 /// into `meta`. Returns the decoded duration and, when models ran, which ones (for the ledger).
 fn decode_and_features(
     ctx: &Engine<'_>,
-    item: &ItemRef,
+    input: &Path,
     staging: &crate::sink::TempFolder,
     meta: &mut serde_json::Value,
     timings: &mut serde_json::Map<String, serde_json::Value>,
@@ -606,7 +672,7 @@ fn decode_and_features(
     let mut decode_t = Duration::ZERO;
     let mut features_t = Duration::ZERO;
     let t = Instant::now();
-    let mut stream = AudioStream::open(&item.source, &ctx.cfg.decode)?;
+    let mut stream = AudioStream::open(input, &ctx.cfg.decode)?;
     decode_t += t.elapsed();
     let info = stream.info();
     let mut shapes = serde_json::Map::new();

@@ -5,15 +5,25 @@
 //! old file or the new one, never a partial one, and the item's folder never holds temp files,
 //! even after a crash. `meta.json` is renamed last, so its presence marks a complete item.
 //! Temp folders of dead processes are removed when a sink opens.
+//!
+//! With an object store as the output location (`--out s3://bucket/prefix`), files are staged
+//! in a local temp folder (under `$TMPDIR/klio-edge`), then each is uploaded as one object
+//! (`<prefix>/<element>/<name>`): the store makes a PUT (or a completed multipart upload)
+//! visible whole or not at all, so readers never see a partial object. Data files go first,
+//! objects the current configuration no longer produces are deleted, `meta.json` goes last:
+//! its presence marks a complete item there too. All of it happens before the ledger commit.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
 use klio_dsp::{Feature, Finalizer, FrameSink, Slot};
+
+use crate::store::{Remote, StoreError, Stores};
 
 /// Name of the folder (inside the output folder) that holds temp files while they are written.
 pub const TMP_DIR: &str = ".klio-tmp";
@@ -29,6 +39,9 @@ pub enum SinkError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The object store refused or could not be reached.
+    #[error("uploading: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl SinkError {
@@ -45,10 +58,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
     }
 }
 
-/// Writes item outputs under one output folder.
+/// Where committed outputs go.
+#[derive(Debug)]
+enum Out {
+    /// A local folder.
+    Dir(PathBuf),
+    /// A prefix in an object store.
+    Store { prefix: Remote, stores: Arc<Stores> },
+}
+
+/// Writes item outputs under one output folder (or object-store prefix).
 #[derive(Debug)]
 pub struct Sink {
-    out_dir: PathBuf,
+    out: Out,
+    tmp_root: PathBuf,
     tmp_dir: PathBuf,
     counter: AtomicU64,
 }
@@ -61,8 +84,22 @@ impl Sink {
     /// The folders cannot be created.
     pub fn open(out_dir: &Path) -> Result<Sink, SinkError> {
         // Absolute, so temp paths handed to exec programs (which run elsewhere) still resolve.
-        let out_dir = &crate::item::absolute(out_dir);
+        let out_dir = crate::item::absolute(out_dir);
         let tmp_root = out_dir.join(TMP_DIR);
+        Self::open_at(Out::Dir(out_dir), tmp_root)
+    }
+
+    /// A sink that uploads to `prefix` in an object store, staging in a local temp folder
+    /// under `$TMPDIR/klio-edge`. Nothing is contacted yet.
+    ///
+    /// # Errors
+    /// The local temp folder cannot be created.
+    pub fn open_remote(prefix: Remote, stores: Arc<Stores>) -> Result<Sink, SinkError> {
+        let tmp_root = std::env::temp_dir().join("klio-edge");
+        Self::open_at(Out::Store { prefix, stores }, tmp_root)
+    }
+
+    fn open_at(out: Out, tmp_root: PathBuf) -> Result<Sink, SinkError> {
         fs::create_dir_all(&tmp_root).map_err(io(&tmp_root))?;
         if let Ok(entries) = fs::read_dir(&tmp_root) {
             for e in entries.flatten() {
@@ -81,20 +118,93 @@ impl Sink {
         let tmp_dir = tmp_root.join(format!("{}-{nonce}", std::process::id()));
         fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
         Ok(Sink {
-            out_dir: out_dir.to_path_buf(),
+            out,
+            tmp_root,
             tmp_dir,
             counter: AtomicU64::new(0),
         })
     }
 
-    /// The folder of an item's outputs.
-    pub fn item_dir(&self, element: &str) -> PathBuf {
-        self.out_dir.join(element)
+    /// Whether outputs go to an object store.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.out, Out::Store { .. })
     }
 
-    /// Whether an item's outputs are complete on disk (its `meta.json` exists).
+    /// Where an item's outputs go, for messages.
+    pub fn item_location(&self, element: &str) -> String {
+        match &self.out {
+            Out::Dir(d) => d.join(element).display().to_string(),
+            Out::Store { prefix, .. } => prefix.join(element).to_string(),
+        }
+    }
+
+    /// Whether an item's outputs are complete (its `meta.json` exists). A store that cannot
+    /// be asked counts as "no" (the item is then processed again), with a warning.
     pub fn has_outputs(&self, element: &str) -> bool {
-        self.item_dir(element).join("meta.json").is_file()
+        match &self.out {
+            Out::Dir(d) => d.join(element).join("meta.json").is_file(),
+            Out::Store { prefix, stores } => {
+                let meta = prefix.join(element).join("meta.json");
+                match stores.head(&meta) {
+                    Ok(_) => true,
+                    Err(StoreError::NotFound(_)) => false,
+                    Err(e) => {
+                        tracing::warn!("cannot check for {meta}: {e}");
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// The names of an item's committed output files (empty when they cannot be listed).
+    pub fn list_outputs(&self, element: &str) -> Vec<String> {
+        let mut names: Vec<String> = match &self.out {
+            Out::Dir(d) => fs::read_dir(d.join(element))
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Out::Store { prefix, stores } => {
+                let item = prefix.join(element);
+                let base = format!("{}/", item.key());
+                stores
+                    .list(&item)
+                    .map(|v| {
+                        v.into_iter()
+                            .map(|(o, _)| {
+                                o.key().strip_prefix(&base).unwrap_or(o.key()).to_string()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+        };
+        names.sort();
+        names
+    }
+
+    /// An item's committed `meta.json`, if there is one (and it parses).
+    ///
+    /// # Errors
+    /// The store cannot be asked.
+    pub fn read_meta(&self, element: &str) -> Result<Option<serde_json::Value>, SinkError> {
+        let bytes = match &self.out {
+            Out::Dir(d) => {
+                let p = d.join(element).join("meta.json");
+                match fs::read(&p) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io(&p)(e)),
+                }
+            }
+            Out::Store { prefix, stores } => {
+                stores.read_small(&prefix.join(element).join("meta.json"), 16 << 20)?
+            }
+        };
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     fn tmp_path(&self, name: &str) -> PathBuf {
@@ -167,9 +277,28 @@ impl Sink {
         write_synced(&tmp, |w| w.write_all(&text)).map_err(io(&tmp))?;
         staged.push((tmp, "meta.json".to_string()));
 
-        let dir = self.item_dir(element);
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
         let names: Vec<String> = staged.iter().map(|(_, n)| n.clone()).collect();
+        let dir = match &self.out {
+            Out::Dir(d) => d.join(element),
+            Out::Store { prefix, stores } => {
+                let item = prefix.join(element);
+                for (tmp, name) in staged.iter().filter(|(_, n)| n != "meta.json") {
+                    stores.upload(tmp, &item.join(name))?;
+                }
+                let prefix_key = format!("{}/", item.key());
+                for (obj, _) in stores.list(&item)? {
+                    let rel = obj.key().strip_prefix(&prefix_key).unwrap_or(obj.key());
+                    if !names.iter().any(|n| n == rel) {
+                        stores.delete(&obj)?;
+                    }
+                }
+                let (tmp, _) = staged.last().expect("meta.json was pushed");
+                stores.upload(tmp, &item.join("meta.json"))?;
+                staged.clear();
+                return Ok(names);
+            }
+        };
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
         // Stale outputs first, so meta.json never describes files that are not there.
         if let Ok(entries) = fs::read_dir(&dir) {
             for e in entries.flatten() {
@@ -190,7 +319,7 @@ impl Sink {
     /// Removes this process's temp folder (and the temp root if nothing else uses it).
     pub fn close(&self) {
         let _ = fs::remove_dir_all(&self.tmp_dir);
-        let _ = fs::remove_dir(self.out_dir.join(TMP_DIR));
+        let _ = fs::remove_dir(&self.tmp_root);
     }
 }
 

@@ -172,7 +172,7 @@ fn poison_messages_are_dead_lettered_and_retryable_failures_retried() {
     let bodies: Vec<Vec<u8>> = vec![
         b"{broken json".to_vec(),
         br#"{"element": "../../etc/passwd", "uri": "/tmp/x.wav"}"#.to_vec(),
-        b"gs://bucket/a.wav".to_vec(),
+        b"ftp://host/a.wav".to_vec(),
         bad.to_string_lossy().as_bytes().to_vec(),
         good.to_string_lossy().as_bytes().to_vec(),
         format!(r#"{{"uri": "{}", "element": "late-one"}}"#, late.display()).into_bytes(),
@@ -203,7 +203,7 @@ fn poison_messages_are_dead_lettered_and_retryable_failures_retried() {
     };
     assert!(find("{broken json").1.contains("bad JSON"));
     assert!(find("passwd").1.contains("element"));
-    assert!(find("gs://").1.contains("not supported"));
+    assert!(find("ftp://").1.contains("not supported"));
     let b = find("text-file-named");
     assert!(!b.1.is_empty() && b.2 != "bad_message", "{b:?}");
     // Good and late items are done; nothing escaped the output folder.

@@ -272,29 +272,15 @@ impl Ledger {
             }
             _ => 1,
         };
-        tx.execute(
-            &format!(
-                "INSERT INTO items (element, source, input_size, input_mtime_ns, input_hash, config_hash, \
-                 state, attempts, version, run_id, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9, {NOW}) \
-                 ON CONFLICT (element) DO UPDATE SET source = excluded.source, \
-                 input_size = excluded.input_size, input_mtime_ns = excluded.input_mtime_ns, \
-                 input_hash = excluded.input_hash, config_hash = excluded.config_hash, \
-                 state = 'running', attempts = excluded.attempts, error_kind = NULL, \
-                 error_message = NULL, version = excluded.version, run_id = excluded.run_id, \
-                 updated_at = excluded.updated_at"
-            ),
-            params![
-                element,
-                source,
-                input.size,
-                input.mtime_ns,
-                input.hash,
-                config_hash,
-                attempts,
-                env!("CARGO_PKG_VERSION"),
-                run_id
-            ],
+        Self::upsert(
+            &tx,
+            run_id,
+            element,
+            source,
+            input,
+            config_hash,
+            "running",
+            attempts,
         )?;
         tx.commit()?;
         Ok(attempts)
@@ -327,6 +313,83 @@ impl Ledger {
         )?;
         Self::history(&tx, run_id, element, "done", None, None, Some(&stage))?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Records an item whose complete outputs were found where outputs live (written by
+    /// another node or an earlier run): a `done` row for this input and config, and a
+    /// `skipped` history entry saying why.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        &mut self,
+        run_id: i64,
+        element: &str,
+        source: &str,
+        input: &InputFacts,
+        config_hash: &str,
+        outputs: &[String],
+        why: &str,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::upsert(&tx, run_id, element, source, input, config_hash, "done", 0)?;
+        tx.execute(
+            "UPDATE items SET outputs = ?2 WHERE element = ?1",
+            params![element, serde_json::to_string(outputs)?],
+        )?;
+        Self::history(
+            &tx,
+            run_id,
+            element,
+            "skipped",
+            Some("output_exists"),
+            Some(why),
+            None,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Inserts or replaces an item's row with a new state and attempt count for this input
+    /// and config (errors cleared).
+    #[allow(clippy::too_many_arguments)]
+    fn upsert(
+        tx: &rusqlite::Transaction<'_>,
+        run_id: i64,
+        element: &str,
+        source: &str,
+        input: &InputFacts,
+        config_hash: &str,
+        state: &str,
+        attempts: i64,
+    ) -> Result<()> {
+        tx.execute(
+            &format!(
+                "INSERT INTO items (element, source, input_size, input_mtime_ns, input_hash, config_hash, \
+                 state, attempts, version, run_id, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?10, ?7, ?8, ?9, {NOW}) \
+                 ON CONFLICT (element) DO UPDATE SET source = excluded.source, \
+                 input_size = excluded.input_size, input_mtime_ns = excluded.input_mtime_ns, \
+                 input_hash = excluded.input_hash, config_hash = excluded.config_hash, \
+                 state = excluded.state, attempts = excluded.attempts, error_kind = NULL, \
+                 error_message = NULL, version = excluded.version, run_id = excluded.run_id, \
+                 updated_at = excluded.updated_at"
+            ),
+            params![
+                element,
+                source,
+                input.size,
+                input.mtime_ns,
+                input.hash,
+                config_hash,
+                attempts,
+                env!("CARGO_PKG_VERSION"),
+                run_id,
+                state
+            ],
+        )?;
         Ok(())
     }
 

@@ -1,12 +1,11 @@
 //! What arrives from a queue: the event (which item, forced or not), how it is parsed, and the
 //! two traits every event source implements.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::item::{self, ItemRef};
+use crate::item::{ItemRef, Source};
 
 /// Longest message accepted, in bytes (a path or a small JSON object).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -19,8 +18,8 @@ pub struct Event {
     /// The element id named by the message, or `None` to derive it from the path as `process`
     /// does.
     pub element: Option<String>,
-    /// Local path (or `file://` URI) of the input.
-    pub path: PathBuf,
+    /// The input: a local path (or `file://` URI) or an object-store URL.
+    pub source: Source,
     /// Recompute even if done.
     pub force: bool,
 }
@@ -31,9 +30,9 @@ impl Event {
         match &self.element {
             Some(e) => ItemRef {
                 element: e.clone(),
-                source: item::absolute(&self.path),
+                source: self.source.clone(),
             },
-            None => ItemRef::for_path(&self.path),
+            None => ItemRef::for_source(self.source.clone()),
         }
     }
 }
@@ -73,27 +72,26 @@ pub fn check_element(e: &str) -> Result<(), BadMessage> {
     Ok(())
 }
 
-fn path_of(uri: &str) -> Result<PathBuf, BadMessage> {
+fn source_of(uri: &str) -> Result<Source, BadMessage> {
     if uri.is_empty() {
         return bad("empty path");
     }
     if uri.contains('\0') {
         return bad("path holds a NUL byte");
     }
-    if let Some(p) = uri.strip_prefix("file://") {
-        return Ok(PathBuf::from(p));
-    }
-    if let Some((scheme, _)) = uri.split_once("://") {
-        if scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+    let source = Source::parse(uri).map_err(BadMessage)?;
+    if let (Source::Path(_), Some((scheme, _))) = (&source, uri.split_once("://")) {
+        if scheme != "file"
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
         {
             return bad(format!(
-                "{scheme}:// inputs are not supported by serve yet; give a local path or file:// URI"
+                "{scheme}:// inputs are not supported; give a local path, a file:// URI, or an s3://, gs:// or https:// URL"
             ));
         }
     }
-    Ok(PathBuf::from(uri))
+    Ok(source)
 }
 
 /// Parses a message body: a JSON object `{"element": ..., "uri": ..., "force": ...}` (only
@@ -129,7 +127,7 @@ pub fn parse(body: &[u8]) -> Result<Event, BadMessage> {
         }
         return Ok(Event {
             element: j.element,
-            path: path_of(&j.uri)?,
+            source: source_of(&j.uri)?,
             force: j.force,
         });
     }
@@ -138,14 +136,14 @@ pub fn parse(body: &[u8]) -> Result<Event, BadMessage> {
     }
     Ok(Event {
         element: None,
-        path: path_of(text)?,
+        source: source_of(text)?,
         force: false,
     })
 }
 
-/// The JSON message `publish` sends for a path.
-pub fn message_for(path: &std::path::Path, force: bool) -> Vec<u8> {
-    let mut m = serde_json::json!({ "uri": item::absolute(path) });
+/// The JSON message `publish` sends for an input.
+pub fn message_for(source: &Source, force: bool) -> Vec<u8> {
+    let mut m = serde_json::json!({ "uri": source.to_string() });
     if force {
         m["force"] = true.into();
     }
@@ -208,14 +206,20 @@ mod tests {
     fn parses_json_bare_and_file_uri() {
         let e = parse(br#"{"element": "a-1", "uri": "file:///x/y.wav", "force": true}"#).unwrap();
         assert_eq!(e.element.as_deref(), Some("a-1"));
-        assert_eq!(e.path, PathBuf::from("/x/y.wav"));
+        assert_eq!(e.source, Source::Path("/x/y.wav".into()));
         assert!(e.force);
         let e = parse(b"  /data/b.flac\n").unwrap();
-        assert_eq!(e.path, PathBuf::from("/data/b.flac"));
+        assert_eq!(e.source, Source::Path("/data/b.flac".into()));
         assert!(!e.force && e.element.is_none());
         assert_eq!(
-            parse(br#"{"path": "c.wav"}"#).unwrap().path,
-            PathBuf::from("c.wav")
+            parse(br#"{"path": "c.wav"}"#).unwrap().source,
+            Source::Path(crate::item::absolute(std::path::Path::new("c.wav")))
+        );
+        let e = parse(br#"{"uri": "s3://corpus/a/b.wav"}"#).unwrap();
+        assert_eq!(e.source.to_string(), "s3://corpus/a/b.wav");
+        assert_eq!(
+            e.item().element,
+            ItemRef::for_source(e.source.clone()).element
         );
     }
 
@@ -231,7 +235,8 @@ mod tests {
             b"a\nb",
             b"a\0b",
             b"\xff\xfe",
-            b"gs://bucket/x.wav",
+            b"ftp://host/x.wav",
+            b"s3:///no-bucket.wav",
         ] {
             assert!(
                 parse(body).is_err(),
@@ -246,8 +251,11 @@ mod tests {
 
     #[test]
     fn publish_message_round_trips() {
-        let e = parse(&message_for(std::path::Path::new("/tmp/x.wav"), true)).unwrap();
-        assert_eq!(e.path, PathBuf::from("/tmp/x.wav"));
+        let src = Source::Path("/tmp/x.wav".into());
+        let e = parse(&message_for(&src, true)).unwrap();
+        assert_eq!(e.source, src);
+        let src = Source::parse("gs://b/k e y.wav").unwrap();
+        assert_eq!(parse(&message_for(&src, false)).unwrap().source, src);
         assert!(e.force);
     }
 }

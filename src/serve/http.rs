@@ -42,7 +42,7 @@ impl Default for Metrics {
         let in_flight = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "events",
-            "Events by outcome: received, done, skipped, failed, dead_lettered, retried",
+            "Events by outcome: received, done, skipped, failed, dead_lettered, retried, missing_input (of failed)",
             events.clone(),
         );
         registry.register(

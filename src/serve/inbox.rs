@@ -273,7 +273,7 @@ impl EventSource for Inbox {
                     let element = crate::item::element_id(&self.dir.join(&name));
                     let ev = Event {
                         element: Some(element),
-                        path: d.path.clone(),
+                        source: crate::item::Source::Path(d.path.clone()),
                         force: false,
                     };
                     return Ok(Some((Ok(ev), d)));

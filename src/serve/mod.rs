@@ -385,6 +385,9 @@ impl Job {
             }
             Outcome::Failed | Outcome::GaveUp => {
                 m.count("failed");
+                if r.error.as_ref().is_some_and(|e| e.kind == "missing_input") {
+                    m.count("missing_input");
+                }
                 let (kind, msg, retryable) = match &r.error {
                     Some(e) => (e.kind, e.message.clone(), e.is_retryable()),
                     None => ("unknown", String::new(), false),
@@ -435,11 +438,12 @@ pub struct PublishRequest {
 /// # Errors
 /// Inputs that cannot be expanded, or the source refused.
 pub fn publish(cfg: &Config, req: &PublishRequest) -> Result<usize> {
-    let expanded = crate::inputs::expand(&req.inputs, &[])?;
+    let stores = crate::store::Stores::new(&cfg.store);
+    let expanded = crate::inputs::expand(&stores, &req.inputs, &[])?;
     for w in &expanded.warnings {
         tracing::warn!("{w}");
     }
-    let paths: Vec<PathBuf> = expanded.items.into_iter().map(|i| i.source).collect();
+    let paths: Vec<crate::item::Source> = expanded.items.into_iter().map(|i| i.source).collect();
     match cfg.serve.source {
         SourceKind::Nats => {
             let n = &cfg.serve.nats;
@@ -461,7 +465,10 @@ pub fn publish(cfg: &Config, req: &PublishRequest) -> Result<usize> {
             let dir = &cfg.serve.inbox.dir;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create inbox {}", dir.display()))?;
-            for p in &paths {
+            for src in &paths {
+                let Some(p) = src.as_path() else {
+                    bail!("{src}: an inbox takes local files only; publish to a NATS source to send URLs");
+                };
                 let name = p
                     .file_name()
                     .with_context(|| format!("{} has no file name", p.display()))?;

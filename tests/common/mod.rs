@@ -128,3 +128,4 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 pub mod serve;
+pub mod stores;
