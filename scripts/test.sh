@@ -33,6 +33,26 @@ if [ -z "${KLIO_MOTO_SERVER:-}" ]; then
   export KLIO_MOTO_SERVER
 fi
 
+# cloudbox (the Pub/Sub emulator) for tests/serve_pubsub.rs, in its own venv (it declares a
+# newer Python than it needs) with two one-line fixes (../shared/notes/ENVIRONMENT.md).
+if [ -z "${KLIO_CLOUDBOX:-}" ]; then
+  venv=target/py-cloudbox
+  if [ ! -x "$venv/bin/cloudbox" ] || [ ! -f "$venv/.patched" ]; then
+    echo "making $venv with cloudbox (pip)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --ignore-requires-python 'cloudbox==0.2.3'
+    pkg=$("$venv/bin/python" -c 'import cloudbox, os; print(os.path.dirname(cloudbox.__file__))')
+    grep -q '^from __future__ import annotations' "$pkg/core/store.py" \
+      || sed -i '1i from __future__ import annotations' "$pkg/core/store.py"
+    sed -i '/^class SubscriptionModel/,/^    name: str$/ s/^    name: str$/    name: str = ""/' \
+      "$pkg/services/pubsub/models.py"
+    touch "$venv/.patched"
+  fi
+  KLIO_CLOUDBOX="$(pwd)/$venv/bin/cloudbox"
+  export KLIO_CLOUDBOX
+fi
+
 if [ ! -d ../shared/corpus/real ]; then
   echo "error: the shared corpus must be at ../shared/corpus (tests read it directly)" >&2
   exit 1

@@ -138,6 +138,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                 &PublishRequest {
                     inputs: args.inputs,
                     force: args.force,
+                    ping: args.ping,
+                    direction: if args.top_down {
+                        crate::serve::klio::Direction::TopDown
+                    } else {
+                        crate::serve::klio::Direction::BottomUp
+                    },
                 },
             )?;
             if !cli.quiet {

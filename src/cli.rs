@@ -92,9 +92,19 @@ pub struct PublishArgs {
     /// Inputs: files, folders, globs, or @FILE manifests (one path per line).
     #[arg(required = true, value_name = "ELEMENTS_OR_PATHS")]
     pub inputs: Vec<String>,
-    /// Ask serve to recompute items that are already done.
+    /// Ask serve to recompute items that are already done (the message's flag wins over the
+    /// job's `serve.klio.force`).
     #[arg(long)]
     pub force: bool,
+    /// Klio: a ping: no work, the message is passed on down the graph (traces it).
+    #[arg(long)]
+    pub ping: bool,
+    /// Klio: this job, then every job below it (recipients switch to anyone after it).
+    #[arg(long, conflicts_with = "bottom_up")]
+    pub top_down: bool,
+    /// Klio: only this job, nothing below it (the default, as in Klio).
+    #[arg(long)]
+    pub bottom_up: bool,
 }
 
 /// Where the ledger is, for the `ledger` commands.

@@ -49,12 +49,23 @@ pub fn decode(data: &[u8]) {
 
 /// A queue message: parsed, or refused with a reason; an accepted element id is safe.
 pub fn message(data: &[u8]) {
-    if let Ok(ev) = event::parse(data) {
+    let klio = crate::serve::klio::KlioConfig {
+        input_location: "/data/".into(),
+        ..Default::default()
+    };
+    let parsed = [event::parse(data), event::parse_klio(data, &klio)];
+    for ev in parsed.into_iter().flatten() {
         if let Some(e) = &ev.element {
             assert!(event::check_element(e).is_ok());
         }
         let item = ev.item();
         assert!(!item.element.contains('/') && !item.element.starts_with('.'));
+        if let Some(k) = &ev.klio {
+            // What goes downstream decodes again, with this job at the end of the audit log.
+            let again = crate::serve::klio::intake(&crate::serve::klio::output(k, &klio), &klio)
+                .expect("output decodes");
+            assert_eq!(again.element, k.element);
+        }
     }
 }
 

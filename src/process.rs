@@ -203,6 +203,11 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// Where an item's outputs go (a folder or an object-store prefix), for output events.
+    pub fn output_location(&self, element: &str) -> String {
+        self.sink.item_location(element)
+    }
+
     /// The object stores this engine reads from and writes to.
     pub fn stores(&self) -> &Stores {
         &self.stores

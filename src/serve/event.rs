@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::klio::{self, Intake, KlioConfig};
+use super::settings::MessageFormat;
 use crate::item::{ItemRef, Source};
 
 /// Longest message accepted, in bytes (a path or a small JSON object).
@@ -13,7 +15,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_ELEMENT_LEN: usize = 200;
 
 /// One request to process an item.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// The element id named by the message, or `None` to derive it from the path as `process`
     /// does.
@@ -22,6 +24,9 @@ pub struct Event {
     pub source: Source,
     /// Recompute even if done.
     pub force: bool,
+    /// The Klio envelope it came in (with this job in its audit log), when the source speaks
+    /// Klio.
+    pub klio: Option<Box<Intake>>,
 }
 
 impl Event {
@@ -129,6 +134,7 @@ pub fn parse(body: &[u8]) -> Result<Event, BadMessage> {
             element: j.element,
             source: source_of(&j.uri)?,
             force: j.force,
+            klio: None,
         });
     }
     if text.contains('\n') {
@@ -138,6 +144,67 @@ pub fn parse(body: &[u8]) -> Result<Event, BadMessage> {
         element: None,
         source: source_of(text)?,
         force: false,
+        klio: None,
+    })
+}
+
+/// Parses message bodies in the configured format.
+#[derive(Debug, Clone)]
+pub struct Parser {
+    /// JSON (or bare paths), or Klio's envelope.
+    pub format: MessageFormat,
+    /// This job in a Klio graph.
+    pub klio: KlioConfig,
+}
+
+impl Parser {
+    /// A body as an event, or the reason it is refused.
+    ///
+    /// # Errors
+    /// A malformed message.
+    pub fn parse(&self, body: &[u8]) -> Result<Event, BadMessage> {
+        match self.format {
+            MessageFormat::Json => parse(body),
+            MessageFormat::Klio => parse_klio(body, &self.klio),
+        }
+    }
+}
+
+/// A Klio envelope: its element is a path or URL of the input (element id derived as for
+/// `process`), or a bare id found at `serve.klio.input_location` + id + `input_suffix` (the
+/// id is then the element id, as in Klio).
+///
+/// # Errors
+/// Not a Klio message, or an element that names no input.
+pub fn parse_klio(body: &[u8], cfg: &KlioConfig) -> Result<Event, BadMessage> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return bad(format!(
+            "message is {} bytes; at most {MAX_MESSAGE_BYTES} are accepted",
+            body.len()
+        ));
+    }
+    let intake = klio::intake(body, cfg).map_err(BadMessage)?;
+    let el = intake.element.as_str();
+    let is_ref = el.contains("://") || el.starts_with('/');
+    let (element, source) = if is_ref {
+        (None, source_of(el)?)
+    } else if !cfg.input_location.is_empty() {
+        check_element(el)?;
+        let at = format!("{}{el}{}", cfg.input_location, cfg.input_suffix);
+        (Some(el.to_string()), source_of(&at)?)
+    } else if intake.ping || intake.not_for_us.is_some() {
+        // Passed on or dropped without looking at the input.
+        (None, Source::Path(el.into()))
+    } else {
+        return bad(format!(
+            "element {el:?} is not a path or URL, and serve.klio.input_location is not set"
+        ));
+    };
+    Ok(Event {
+        element,
+        source,
+        force: intake.force,
+        klio: Some(Box::new(intake)),
     })
 }
 

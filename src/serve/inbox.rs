@@ -275,6 +275,7 @@ impl EventSource for Inbox {
                         element: Some(element),
                         source: crate::item::Source::Path(d.path.clone()),
                         force: false,
+                        klio: None,
                     };
                     return Ok(Some((Ok(ev), d)));
                 }

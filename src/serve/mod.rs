@@ -10,7 +10,9 @@
 pub mod event;
 pub mod http;
 pub mod inbox;
+pub mod klio;
 pub mod nats;
+pub mod pubsub;
 pub mod settings;
 
 use std::cell::RefCell;
@@ -29,9 +31,9 @@ use crate::infer::InferStage;
 use crate::item::Outcome;
 use crate::ledger::RunCounts;
 use crate::process::{Engine, EngineOptions};
-use event::{BadMessage, Delivery, Event, EventSource};
+use event::{BadMessage, Delivery, Event, EventSource, Parser};
 use http::Health;
-use settings::SourceKind;
+use settings::{MessageFormat, SourceKind};
 
 /// What `serve` was asked to do (flags resolved against the config).
 #[derive(Debug, Clone)]
@@ -109,9 +111,15 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::task::spawn_local(signals(stop_tx, health.clone()));
     tokio::task::spawn_local(probe_ledger(engine.clone(), health.clone()));
-    let driver = Driver {
+    let parser = Parser {
+        format: cfg.serve.message_format,
+        klio: cfg.serve.klio.clone(),
+    };
+    let mut driver = Driver {
         engine,
         health,
+        output: Rc::new(Output::None),
+        parser: parser.clone(),
         max_in_flight: req.max_in_flight.max(1),
         until_idle: req.until_idle,
         poll: Duration::from_secs_f64(cfg.serve.poll_s),
@@ -126,7 +134,13 @@ async fn serve(
         }
         SourceKind::Nats => {
             let n = &cfg.serve.nats;
-            let (_, source) = nats::connect(n).await?;
+            let (js, source) = nats::connect(n, parser).await?;
+            if !n.output_subject.is_empty() {
+                driver.output = Rc::new(Output::Nats {
+                    js,
+                    subject: n.output_subject.clone(),
+                });
+            }
             tracing::info!(
                 "serving NATS {} stream {} consumer {}",
                 n.server(),
@@ -136,6 +150,49 @@ async fn serve(
             driver
                 .drive(source, n.max_deliver, n.retry_backoff_s, stop_rx)
                 .await
+        }
+        SourceKind::Pubsub => {
+            let p = &cfg.serve.pubsub;
+            let client = pubsub::connect(p, true).await?;
+            if !p.output_topic.is_empty() {
+                driver.output = Rc::new(Output::Pubsub(client.publisher(&p.output_topic)));
+            }
+            let source = client.source(parser, driver.max_in_flight);
+            tracing::info!(
+                "serving Pub/Sub project {} subscription {}",
+                p.project(),
+                p.subscription
+            );
+            driver
+                .drive(source, p.max_deliver, p.retry_backoff_s, stop_rx)
+                .await
+        }
+    }
+}
+
+/// Where output events go after an item is done, skipped or pinged.
+enum Output {
+    /// Nowhere.
+    None,
+    /// A NATS subject (through JetStream, so the publish is acknowledged).
+    Nats {
+        js: async_nats::jetstream::Context,
+        subject: String,
+    },
+    /// A Pub/Sub topic.
+    Pubsub(gcloud_pubsub::publisher::Publisher),
+}
+
+impl Output {
+    fn is_some(&self) -> bool {
+        !matches!(self, Output::None)
+    }
+
+    async fn send(&self, body: Vec<u8>) -> Result<()> {
+        match self {
+            Output::None => Ok(()),
+            Output::Nats { js, subject } => nats::publish(js, subject, vec![body]).await,
+            Output::Pubsub(p) => pubsub::publish_all(p, vec![(body, Default::default())]).await,
         }
     }
 }
@@ -194,6 +251,8 @@ async fn probe_ledger(engine: Arc<Engine<'static>>, health: Arc<Health>) {
 struct Driver {
     engine: Arc<Engine<'static>>,
     health: Arc<Health>,
+    output: Rc<Output>,
+    parser: Parser,
     max_in_flight: usize,
     until_idle: bool,
     poll: Duration,
@@ -251,6 +310,8 @@ impl Driver {
                     let job = Job {
                         engine: self.engine.clone(),
                         health: self.health.clone(),
+                        output: self.output.clone(),
+                        parser: self.parser.clone(),
                         counts: self.counts.clone(),
                         max_deliver,
                         backoff_s,
@@ -302,6 +363,8 @@ impl Driver {
 struct Job {
     engine: Arc<Engine<'static>>,
     health: Arc<Health>,
+    output: Rc<Output>,
+    parser: Parser,
     counts: Rc<RefCell<RunCounts>>,
     max_deliver: u32,
     backoff_s: f64,
@@ -329,7 +392,26 @@ impl Job {
                 m.count("dead_lettered");
                 d.dead_letter("out_of_deliveries", &why).await
             }
-            Ok(ev) => self.run_item(ev, d, t0).await,
+            Ok(ev) => match ev.klio.as_deref() {
+                Some(k) if k.not_for_us.is_some() => {
+                    tracing::debug!(source = %what, stage = "event", element = %k.element,
+                        "not for this job ({}): dropped", k.not_for_us.as_deref().unwrap_or(""));
+                    m.count("not_for_us");
+                    d.ack().await
+                }
+                Some(k) if k.ping => {
+                    tracing::info!(source = %what, stage = "event", element = %k.element, "ping: passed on");
+                    m.count("ping");
+                    match self.send_output(&ev, None).await {
+                        Ok(()) => d.ack().await,
+                        Err(e) => d
+                            .retry(Duration::from_secs_f64(self.backoff_s))
+                            .await
+                            .and(Err(e)),
+                    }
+                }
+                _ => self.run_item(ev, d, t0).await,
+            },
         };
         if let Err(e) = settled {
             tracing::error!(source = %what, stage = "ack", "cannot settle the event: {e:#}; it will be redelivered");
@@ -338,15 +420,48 @@ impl Job {
         m.in_flight(-1);
     }
 
+    /// Publishes the output event for a finished (or pinged) event: the Klio message passed
+    /// on, or JSON naming the item and where its outputs are.
+    async fn send_output(&self, ev: &Event, element: Option<&str>) -> Result<()> {
+        if !self.output.is_some() {
+            return Ok(());
+        }
+        let body = match (&ev.klio, self.parser.format) {
+            (Some(k), _) => klio::output(k, &self.parser.klio),
+            (None, MessageFormat::Klio) => klio::new_message(
+                &ev.source.to_string(),
+                false,
+                false,
+                klio::Direction::Anyone,
+                &self.parser.klio,
+            ),
+            (None, MessageFormat::Json) => {
+                let element = element
+                    .map(str::to_string)
+                    .unwrap_or_else(|| ev.item().element);
+                serde_json::to_vec(&serde_json::json!({
+                    "element": element,
+                    "uri": ev.source.to_string(),
+                    "outputs": self.engine.output_location(&element),
+                }))?
+            }
+        };
+        self.output
+            .send(body)
+            .await
+            .context("cannot publish the output event")
+    }
+
     async fn run_item<D: Delivery>(&self, ev: Event, d: D, t0: Instant) -> Result<()> {
         let m = &self.health.metrics;
         let item = ev.item();
         let element = item.element.clone();
         let engine = self.engine.clone();
         let t_work = Instant::now();
+        let force = ev.force;
         let report = tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("item", element = %item.element).entered();
-            engine.process(item, ev.force)
+            engine.process(item, force)
         })
         .await;
         let r = match report {
@@ -373,15 +488,23 @@ impl Job {
         }
         let t_settle = Instant::now();
         let settled = match r.outcome {
-            Outcome::Done => {
-                m.count("done");
-                tracing::info!(element = %element, stage = "sink", audio_s = r.audio_s, "done");
-                d.ack().await
-            }
-            Outcome::Skipped => {
-                m.count("skipped");
-                tracing::info!(element = %element, stage = "ledger", "skipped (already done)");
-                d.ack().await
+            Outcome::Done | Outcome::Skipped => {
+                if r.outcome == Outcome::Done {
+                    m.count("done");
+                    tracing::info!(element = %element, stage = "sink", audio_s = r.audio_s, "done");
+                } else {
+                    m.count("skipped");
+                    tracing::info!(element = %element, stage = "ledger", "skipped (already done)");
+                }
+                // Downstream first: a message is acked only once its output event is stored.
+                match self.send_output(&ev, Some(&element)).await {
+                    Ok(()) => d.ack().await,
+                    Err(e) => {
+                        tracing::warn!(element = %element, stage = "output", "{e:#}; retrying");
+                        m.count("retried");
+                        d.retry(Duration::from_secs_f64(self.backoff_s)).await
+                    }
+                }
             }
             Outcome::Failed | Outcome::GaveUp => {
                 m.count("failed");
@@ -392,8 +515,12 @@ impl Job {
                     Some(e) => (e.kind, e.message.clone(), e.is_retryable()),
                     None => ("unknown", String::new(), false),
                 };
-                let retry =
-                    retryable && r.outcome == Outcome::Failed && d.attempt() < self.max_deliver;
+                // Klio drops a message whose input is missing (it never triggers the parent).
+                let klio_missing = ev.klio.is_some() && kind == "missing_input";
+                let retry = retryable
+                    && !klio_missing
+                    && r.outcome == Outcome::Failed
+                    && d.attempt() < self.max_deliver;
                 if retry {
                     let delay = Duration::from_secs_f64(
                         self.backoff_s * 2f64.powi(d.attempt().saturating_sub(1).min(20) as i32),
@@ -431,6 +558,10 @@ pub struct PublishRequest {
     pub inputs: Vec<String>,
     /// Ask for recomputation.
     pub force: bool,
+    /// Klio: a ping (no work, passed on down the graph).
+    pub ping: bool,
+    /// Klio: who should process it (`--top-down`, `--bottom-up`; default bottom-up).
+    pub direction: klio::Direction,
 }
 
 /// Sends one event per input item to the configured source; returns how many.
@@ -444,23 +575,63 @@ pub fn publish(cfg: &Config, req: &PublishRequest) -> Result<usize> {
         tracing::warn!("{w}");
     }
     let paths: Vec<crate::item::Source> = expanded.items.into_iter().map(|i| i.source).collect();
+    let klio = cfg.serve.message_format == MessageFormat::Klio;
+    if (req.ping || req.direction != klio::Direction::BottomUp) && !klio {
+        bail!("--ping, --top-down and --bottom-up need serve.message_format = \"klio\"");
+    }
+    let bodies: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| {
+            if klio {
+                klio::new_message(
+                    &p.to_string(),
+                    req.force,
+                    req.ping,
+                    req.direction,
+                    &cfg.serve.klio,
+                )
+            } else {
+                event::message_for(p, req.force)
+            }
+        })
+        .collect();
+    let parser = Parser {
+        format: cfg.serve.message_format,
+        klio: cfg.serve.klio.clone(),
+    };
     match cfg.serve.source {
         SourceKind::Nats => {
             let n = &cfg.serve.nats;
             let rt = runtime()?;
             rt.block_on(async {
-                let (js, _) = nats::connect(n).await?;
-                let bodies = paths
-                    .iter()
-                    .map(|p| event::message_for(p, req.force))
-                    .collect();
+                let (js, _) = nats::connect(n, parser).await?;
                 nats::publish(&js, &n.subject, bodies).await
             })?;
             Ok(paths.len())
         }
+        SourceKind::Pubsub => {
+            let p = &cfg.serve.pubsub;
+            let rt = runtime()?;
+            rt.block_on(async {
+                // The subscription too: messages published before it exists would reach no one.
+                let client = pubsub::connect(p, true).await?;
+                let mut publisher = client.publisher(&p.topic);
+                let r = pubsub::publish_all(
+                    &publisher,
+                    bodies
+                        .into_iter()
+                        .map(|b| (b, Default::default()))
+                        .collect(),
+                )
+                .await;
+                publisher.shutdown().await;
+                r
+            })?;
+            Ok(paths.len())
+        }
         SourceKind::Inbox => {
-            if req.force {
-                bail!("--force cannot travel through an inbox folder (a file carries no flags); use a NATS source, or `process --force`");
+            if req.force || klio {
+                bail!("--force and Klio messages cannot travel through an inbox folder (a file carries no flags); use a NATS or Pub/Sub source, or `process --force`");
             }
             let dir = &cfg.serve.inbox.dir;
             std::fs::create_dir_all(dir)

@@ -10,14 +10,14 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
 
-use super::event::{self, BadMessage, Delivery, Event, EventSource};
+use super::event::{BadMessage, Delivery, Event, EventSource, Parser};
 use super::settings::NatsConfig;
 
 /// Connects and creates the streams and the consumer if they are missing.
 ///
 /// # Errors
 /// No server, or the server refused the stream or consumer settings.
-pub async fn connect(cfg: &NatsConfig) -> Result<(jetstream::Context, NatsSource)> {
+pub async fn connect(cfg: &NatsConfig, parser: Parser) -> Result<(jetstream::Context, NatsSource)> {
     let url = cfg.server();
     let client = async_nats::ConnectOptions::new()
         .name(format!("klio-edge {}", std::process::id()))
@@ -63,6 +63,7 @@ pub async fn connect(cfg: &NatsConfig) -> Result<(jetstream::Context, NatsSource
         consumer,
         batch: None,
         cfg: cfg.clone(),
+        parser,
     };
     Ok((js, source))
 }
@@ -97,6 +98,7 @@ pub struct NatsSource {
     consumer: consumer::PullConsumer,
     batch: Option<consumer::pull::Batch>,
     cfg: NatsConfig,
+    parser: Parser,
 }
 
 /// One delivered message.
@@ -190,7 +192,7 @@ impl EventSource for NatsSource {
                 }
                 Ok(Some(Ok(msg))) => {
                     let attempt = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
-                    let parsed = event::parse(&msg.payload);
+                    let parsed = self.parser.parse(&msg.payload);
                     let d = NatsDelivery {
                         msg,
                         attempt,

@@ -13,14 +13,28 @@ pub enum SourceKind {
     Inbox,
     /// A NATS JetStream work queue (`[serve.nats]`).
     Nats,
+    /// A Google Pub/Sub subscription (`[serve.pubsub]`).
+    Pubsub,
+}
+
+/// How message bodies are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageFormat {
+    /// `{"uri": ..., "element": ..., "force": ...}` or a bare path.
+    Json,
+    /// Klio's protobuf envelope (`[serve.klio]`).
+    Klio,
 }
 
 /// `[serve]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
-    /// `inbox` (default) or `nats`.
+    /// `inbox` (default), `nats` or `pubsub`.
     pub source: SourceKind,
+    /// Message bodies on NATS and Pub/Sub, in and out: `json` (default) or `klio`.
+    pub message_format: MessageFormat,
     /// Items processed at once; also the most events held unacknowledged. 0 means `run.jobs`
     /// (itself 0 = one per core). Default 0.
     pub max_in_flight: usize,
@@ -36,18 +50,25 @@ pub struct ServeConfig {
     pub inbox: InboxConfig,
     /// `[serve.nats]`.
     pub nats: NatsConfig,
+    /// `[serve.pubsub]`.
+    pub pubsub: PubsubConfig,
+    /// `[serve.klio]`: this job in a Klio graph.
+    pub klio: super::klio::KlioConfig,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             source: SourceKind::Inbox,
+            message_format: MessageFormat::Json,
             max_in_flight: 0,
             http: "127.0.0.1:9464".into(),
             drain_timeout_s: 30.0,
             poll_s: 1.0,
             inbox: InboxConfig::default(),
             nats: NatsConfig::default(),
+            pubsub: PubsubConfig::default(),
+            klio: Default::default(),
         }
     }
 }
@@ -132,6 +153,9 @@ pub struct NatsConfig {
     pub retry_backoff_s: f64,
     /// Most messages asked for in one pull (small batches spread work over a fleet). Default 1.
     pub fetch_batch: usize,
+    /// Subject output events go to after each item is done (or skipped, or pinged); "" =
+    /// none. Default "".
+    pub output_subject: String,
 }
 
 impl Default for NatsConfig {
@@ -146,6 +170,7 @@ impl Default for NatsConfig {
             max_deliver: 5,
             retry_backoff_s: 1.0,
             fetch_batch: 1,
+            output_subject: String::new(),
         }
     }
 }
@@ -158,6 +183,80 @@ impl NatsConfig {
             .filter(|u| !u.is_empty())
             .or_else(|| self.url.clone())
             .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+    }
+}
+
+/// `[serve.pubsub]`: a Google Pub/Sub subscription shared by a fleet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubsubConfig {
+    /// GCP project. "" = `$PUBSUB_PROJECT_ID`, else `local-project`. Default "".
+    pub project: String,
+    /// Topic `publish` sends to (and the subscription reads). Default `klio-in`.
+    pub topic: String,
+    /// Subscription shared by the fleet. Default `klio-in-sub`.
+    pub subscription: String,
+    /// Topic output events go to; "" = none. Default "".
+    pub output_topic: String,
+    /// Topic dead letters go to (attributes `klio-error-kind`, `klio-reason`,
+    /// `klio-deliveries`). "" = none: rely on the subscription's own dead-letter policy (the
+    /// message is nacked until Pub/Sub moves it). Default `klio-dead`.
+    pub dead_letter_topic: String,
+    /// Create missing topics and the subscription: `emulator` (default: only when
+    /// `PUBSUB_EMULATOR_HOST` is set), `always`, `never`.
+    pub create: CreateMode,
+    /// Ack deadline of the subscription, and the extension granted while an item is in
+    /// flight (renewed every half of it). Default 10.
+    pub ack_deadline_s: u32,
+    /// Most messages held unacknowledged by this process. 0 = `max_in_flight`. Default 0.
+    pub max_outstanding_messages: usize,
+    /// Most message bytes held unacknowledged by this process. Default 67108864 (64 MiB).
+    pub max_outstanding_bytes: u64,
+    /// Deliveries before a retryable failure is dead-lettered. Default 5.
+    pub max_deliver: u32,
+    /// Delay before the first retry, doubling with each delivery (set as the ack deadline of
+    /// the nacked message, at most 600 s). Default 1.
+    pub retry_backoff_s: f64,
+}
+
+/// `serve.pubsub.create`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreateMode {
+    /// When `PUBSUB_EMULATOR_HOST` is set.
+    Emulator,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Default for PubsubConfig {
+    fn default() -> Self {
+        PubsubConfig {
+            project: String::new(),
+            topic: "klio-in".into(),
+            subscription: "klio-in-sub".into(),
+            output_topic: String::new(),
+            dead_letter_topic: "klio-dead".into(),
+            create: CreateMode::Emulator,
+            ack_deadline_s: 10,
+            max_outstanding_messages: 0,
+            max_outstanding_bytes: 64 << 20,
+            max_deliver: 5,
+            retry_backoff_s: 1.0,
+        }
+    }
+}
+
+impl PubsubConfig {
+    /// The project: `project`, else `$PUBSUB_PROJECT_ID`, else `local-project`.
+    pub fn project(&self) -> String {
+        if self.project.is_empty() {
+            super::klio::default_project()
+        } else {
+            self.project.clone()
+        }
     }
 }
 
@@ -211,6 +310,25 @@ impl ServeConfig {
         }
         if n.subject == n.dead_letter_subject {
             bail!("serve.nats.dead_letter_subject: must differ from serve.nats.subject");
+        }
+        let p = &self.pubsub;
+        positive("serve.pubsub.retry_backoff_s", p.retry_backoff_s)?;
+        if !(10..=600).contains(&p.ack_deadline_s) {
+            bail!("serve.pubsub.ack_deadline_s: must be between 10 and 600 (Pub/Sub's limits)");
+        }
+        if p.max_deliver == 0 {
+            bail!("serve.pubsub.max_deliver: must be at least 1");
+        }
+        for (key, v) in [
+            ("serve.pubsub.topic", &p.topic),
+            ("serve.pubsub.subscription", &p.subscription),
+        ] {
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                bail!("{key}: {v:?} must be a topic or subscription id");
+            }
+        }
+        if self.klio.job_name.is_empty() {
+            bail!("serve.klio.job_name: must not be empty");
         }
         if !self.http.is_empty() && self.http.parse::<std::net::SocketAddr>().is_err() {
             bail!(

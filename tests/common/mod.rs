@@ -127,5 +127,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+pub mod pubsub;
 pub mod serve;
 pub mod stores;
