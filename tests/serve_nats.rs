@@ -102,7 +102,8 @@ fn fleet_of_three_with_one_killed_processes_every_item_once() {
 }
 
 /// Reads every message of the dead-letter stream: (payload, reason, kind).
-fn dead_letters(url: &str) -> Vec<(String, String, String)> {
+/// Every message stored in a stream: (payload, Klio-Reason header, Klio-Error-Kind header).
+fn stream_messages(url: &str, stream: &str) -> Vec<(Vec<u8>, String, String)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -111,7 +112,7 @@ fn dead_letters(url: &str) -> Vec<(String, String, String)> {
         use async_nats::jetstream;
         use futures_util::StreamExt;
         let js = jetstream::new(async_nats::connect(url).await.unwrap());
-        let stream = js.get_stream("KLIO_ITEMS_DEAD").await.unwrap();
+        let stream = js.get_stream(stream).await.unwrap();
         let c = stream
             .create_consumer(jetstream::consumer::pull::Config::default())
             .await
@@ -122,13 +123,68 @@ fn dead_letters(url: &str) -> Vec<(String, String, String)> {
             let h = m.headers.clone().unwrap_or_default();
             let get = |k: &str| h.get(k).map(|v| v.as_str().to_string()).unwrap_or_default();
             out.push((
-                String::from_utf8_lossy(&m.payload).into_owned(),
+                m.payload.to_vec(),
                 get("Klio-Reason"),
                 get("Klio-Error-Kind"),
             ));
         }
         out
     })
+}
+
+fn dead_letters(url: &str) -> Vec<(String, String, String)> {
+    stream_messages(url, "KLIO_ITEMS_DEAD")
+        .into_iter()
+        .map(|(p, r, k)| (String::from_utf8_lossy(&p).into_owned(), r, k))
+        .collect()
+}
+
+#[test]
+fn klio_envelope_on_nats_with_output_events() {
+    let nats = Nats::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(
+        dir,
+        "output_subject = \"klio.out\"\n\n[serve.klio]\njob_name = \"edge-on-nats\"\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "source = \"nats\"",
+        "source = \"nats\"\nmessage_format = \"klio\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let a = dir.join("a.wav");
+    write_wav(&a, 1.0, 16000, 1);
+    let env = [("NATS_URL", nats.url.as_str())];
+    let log = dir.join("publish.log");
+    let mut p = spawn(
+        dir,
+        &["publish", "--config", &cfg, "--top-down", "a.wav"],
+        &env,
+        &log,
+    );
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(60), &log), 0);
+    let log = dir.join("serve.log");
+    let mut s = spawn(
+        dir,
+        &["serve", "--config", &cfg, "--out", "out", "--until-idle"],
+        &env,
+        &log,
+    );
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(60), &log), 0);
+    check_outputs(&dir.join("out"), &[element_of(&a)]);
+    let out = stream_messages(&nats.url, "KLIO_ITEMS_OUT");
+    assert_eq!(out.len(), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    let m = common::pubsub::decode(&out[0].0);
+    assert_eq!(
+        m.element,
+        std::fs::canonicalize(&a).unwrap().to_string_lossy()
+    );
+    assert_eq!(m.audit, ["edge-on-nats"]);
+    assert_eq!(
+        m.recipients, "anyone",
+        "top-down opens the graph below this job"
+    );
 }
 
 fn publish_raw(url: &str, bodies: &[&[u8]]) {

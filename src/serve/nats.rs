@@ -43,6 +43,18 @@ pub async fn connect(cfg: &NatsConfig, parser: Parser) -> Result<(jetstream::Con
     })
     .await
     .with_context(|| format!("cannot create or open JetStream stream {dead_stream}"))?;
+    // Output events need a stream that stores their subject: a downstream job's work queue
+    // (start that job first), else `<stream>_OUT`, created here.
+    if !cfg.output_subject.is_empty() && js.stream_by_subject(&cfg.output_subject).await.is_err() {
+        let out_stream = format!("{}_OUT", cfg.stream);
+        js.get_or_create_stream(stream::Config {
+            name: out_stream.clone(),
+            subjects: vec![cfg.output_subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("cannot create or open JetStream stream {out_stream}"))?;
+    }
     let consumer = work
         .get_or_create_consumer(
             &cfg.consumer,
