@@ -319,6 +319,15 @@ fn fleet_of_two_with_one_killed_and_a_chain_of_two_jobs() {
         n as usize,
         "every item done by one of the two workers"
     );
+    // The message the dead worker held came back after the ack deadline and was done by the
+    // survivor.
+    let survivor_done = done_elements(&d.join("a1.sqlite"));
+    for e in &held {
+        assert!(
+            survivor_done.contains(e),
+            "{e} (held by the killed worker) was not redelivered"
+        );
+    }
     common::serve::check_outputs(
         &d.join("out-a"),
         &common::serve::paths_in(&input)
