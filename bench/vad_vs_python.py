@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Silero VAD over the real corpus: klio-edge (tract, --jobs 1) against Python (librosa.load
-at 16 kHz + onnxruntime with one thread, the same ONNX file, Silero's chunking), same run.
-Prints the realtime factors and the ratio.
+"""Silero VAD over the real corpus: klio-edge (--jobs 1, both backends: tract, and ONNX Runtime
+through `backend = "ort"` with one thread) against Python (librosa.load at 16 kHz +
+onnxruntime with one thread, the same ONNX file, Silero's chunking), same run. Prints the
+realtime factors and the ratios.
 
     OMP_NUM_THREADS=1 python bench/vad_vs_python.py     # needs librosa, onnxruntime
+
+klio-edge's ort backend loads the library of the same `onnxruntime` package Python imports.
 """
 import json
+import os
 import pathlib
 import subprocess
 import tempfile
@@ -51,17 +55,30 @@ def main():
     t = time.perf_counter()
     audio = python_vad(files)
     py = time.perf_counter() - t
-    with tempfile.TemporaryDirectory() as out:
-        t = time.perf_counter()
-        r = subprocess.run([str(BIN), "process", *map(str, files), "--config",
-                            str(ROOT / "config/examples/vad.toml"), "--out", out, "--jobs", "1",
-                            "--json", "-q"], capture_output=True, text=True)
-        kl = time.perf_counter() - t
-        s = json.loads(r.stdout)
-    print(f"{len(files)} files, {audio:.0f} s of audio; klio-edge done {s['done']}, failed {s['failed']}")
+    capi = pathlib.Path(ort.__file__).parent / "capi"
+    lib = next(capi.glob("libonnxruntime.so*"))
+    env = dict(os.environ, ORT_DYLIB_PATH=str(lib))
+    text = (ROOT / "config/examples/vad.toml").read_text().replace(
+        "../../models/", str(ROOT / "models") + "/")
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in ("tract", "ort"):
+            cfg = pathlib.Path(tmp) / f"{backend}.toml"
+            cfg.write_text(text.replace('backend = "tract"', f'backend = "{backend}"'))
+            out = pathlib.Path(tmp) / f"out-{backend}"
+            t = time.perf_counter()
+            r = subprocess.run([str(BIN), "process", *map(str, files), "--config", str(cfg),
+                                "--out", str(out), "--jobs", "1", "--json", "-q"],
+                               capture_output=True, text=True, env=env)
+            times[backend] = time.perf_counter() - t
+            s = json.loads(r.stdout)
+            if s["failed"]:
+                raise SystemExit(f"{backend}: {s['failed']} failed: {r.stderr}")
+    print(f"{len(files)} files, {audio:.0f} s of audio; onnxruntime {ort.__version__}")
     print(f"python (librosa + onnxruntime, 1 thread): {audio / py:7.0f}x realtime")
-    print(f"klio-edge (tract, --jobs 1):               {audio / kl:7.0f}x realtime")
-    print(f"ratio: {py / kl:.2f}")
+    for backend, kl in times.items():
+        print(f"klio-edge ({backend:5}, --jobs 1):              {audio / kl:7.0f}x realtime"
+              f"   ratio {py / kl:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ fi
 # C code (SQLite, libopus) is compiled with musl-gcc so the whole binary links statically.
 export CC_x86_64_unknown_linux_musl=musl-gcc
 export CXX_x86_64_unknown_linux_musl=g++
-cargo build --locked --profile dist --target "$target" >&2
+cargo build --locked --profile dist --target "$target" --no-default-features --features opus >&2
 bin="$PWD/target/$target/dist/klio-edge"
 
 if [ "${1:-}" = "--check" ]; then

@@ -53,6 +53,19 @@ if [ -z "${KLIO_CLOUDBOX:-}" ]; then
   export KLIO_CLOUDBOX
 fi
 
+# ONNX Runtime's shared library (the PyPI wheel) for the `backend = "ort"` tests.
+if [ -z "${ORT_DYLIB_PATH:-}" ]; then
+  venv=target/py-ort
+  if ! ls "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* >/dev/null 2>&1; then
+    echo "making $venv with onnxruntime (pip)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime>=1.20'
+  fi
+  ORT_DYLIB_PATH="$(ls "$(pwd)"/$venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)"
+  export ORT_DYLIB_PATH
+fi
+
 if [ ! -d ../shared/corpus/real ]; then
   echo "error: the shared corpus must be at ../shared/corpus (tests read it directly)" >&2
   exit 1

@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             // A missing program or a failing version probe is a configuration problem.
             let exec = usage(ExecStage::new(&cfg.exec))?;
-            let infer = usage(InferStage::new(&cfg.model))?;
+            let infer = usage(InferStage::new(&cfg.model, &cfg.infer))?;
             let summary = process::run(&cfg, &req, exec, infer)?;
             if req.json {
                 println!("{}", serde_json::to_string(&summary)?);
@@ -129,7 +129,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 command: std::env::args().collect::<Vec<_>>().join(" "),
             };
             let exec = usage(ExecStage::new(&cfg.exec))?;
-            let infer = usage(InferStage::new(&cfg.model))?;
+            let infer = usage(InferStage::new(&cfg.model, &cfg.infer))?;
             serve::run(cfg, &req, exec, infer)
         }
         Command::Publish(args) => {

@@ -42,6 +42,8 @@ pub struct Config {
     pub serve: crate::serve::settings::ServeConfig,
     /// `[store]`: object stores (`s3://`, `gs://`, `https://`); does not affect outputs.
     pub store: crate::store::StoreConfig,
+    /// `[infer]`: settings shared by the `[[model]]`s (the ONNX Runtime library).
+    pub infer: crate::infer::InferConfig,
 }
 
 /// A target sample rate, or the file's own.

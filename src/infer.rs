@@ -3,8 +3,10 @@
 //! and recurrent state carried across chunks. Outputs are per-chunk values (`.npy`) and, for
 //! `output = "segments"`, time segments in JSON (Silero VAD's rules).
 //!
-//! Backend: tract (pure Rust, in every build). ONNX Runtime (`backend = "ort"`) is not built
-//! into this binary yet; a config naming it is refused with that reason.
+//! Backends: tract (pure Rust, in every build, the default) and ONNX Runtime (`backend =
+//! "ort"`, cargo feature `ort`: the library is loaded at run time, see [`crate::infer_ort`]).
+//! Both run the same chunks with the same state and give the same values within 1e-4
+//! (tested on Silero VAD over real speech).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +22,28 @@ use tract_onnx::prelude::*;
 pub enum Backend {
     /// tract, compiled in (the default).
     Tract,
-    /// ONNX Runtime (not in this build).
+    /// ONNX Runtime, loaded at run time (cargo feature `ort`).
     Ort,
+}
+
+/// Where an ONNX Runtime model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceName {
+    /// CPU (default).
+    #[default]
+    Cpu,
+    /// CUDA; falls back to CPU with a warning when unavailable.
+    Cuda,
+}
+
+/// `[infer]`: settings shared by every model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferConfig {
+    /// ONNX Runtime shared library for `backend = "ort"`. "" = `$ORT_DYLIB_PATH`, else
+    /// `libonnxruntime.so` on the library path. Default "".
+    pub ort_library: String,
 }
 
 /// What the model's output becomes.
@@ -104,6 +126,17 @@ pub struct ModelConfig {
     /// Segment rules for `output = "segments"`.
     #[serde(default)]
     pub segments: SegmentsConfig,
+    /// Intra-op threads of an ONNX Runtime session (one session per worker, so `--jobs`
+    /// workers use `jobs x threads` cores). tract runs on the worker's thread. Default 1.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// `backend = "ort"`: `cpu` (default) or `cuda` (CPU, with a warning, when unavailable).
+    #[serde(default)]
+    pub device: DeviceName,
+}
+
+fn default_threads() -> usize {
+    1
 }
 
 fn default_backend() -> Backend {
@@ -127,11 +160,17 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         let n = &self.name;
         crate::item::check_stage_name("model.name", n)?;
-        if self.backend == Backend::Ort {
+        if self.backend == Backend::Ort && !cfg!(feature = "ort") {
             bail!(
-                "model {n:?}: backend \"ort\" (ONNX Runtime) is not built into this binary; \
-                 use backend = \"tract\""
+                "model {n:?}: backend \"ort\" (ONNX Runtime) is not built into this binary \
+                 (the static build leaves it out: it loads a shared library); use backend = \"tract\""
             );
+        }
+        if self.device == DeviceName::Cuda && self.backend != Backend::Ort {
+            bail!("model.device of {n:?}: \"cuda\" needs backend = \"ort\"");
+        }
+        if !(1..=256).contains(&self.threads) {
+            bail!("model.threads of {n:?}: must be in 1..=256");
         }
         if !(1..=1 << 20).contains(&self.window_samples) {
             bail!("model.window_samples of {n:?}: must be in 1..=1048576");
@@ -202,10 +241,17 @@ impl InferError {
 
 type Plan = TypedSimplePlan;
 
+/// A model loaded in its runtime.
+enum Runtime {
+    Tract(Arc<Plan>),
+    #[cfg(feature = "ort")]
+    Ort(crate::infer_ort::OrtModel),
+}
+
 /// A loaded model, shared by all workers.
 pub struct LoadedModel {
     cfg: ModelConfig,
-    plan: Arc<Plan>,
+    runtime: Runtime,
     sha256: String,
 }
 
@@ -225,7 +271,8 @@ impl InferStage {
     ///
     /// # Errors
     /// A missing file, a hash mismatch, or a model the runtime cannot load.
-    pub fn new(cfgs: &[ModelConfig]) -> Result<Self> {
+    pub fn new(cfgs: &[ModelConfig], infer: &InferConfig) -> Result<Self> {
+        let _ = infer;
         let mut models = Vec::new();
         let mut identity = String::new();
         for cfg in cfgs {
@@ -242,20 +289,39 @@ impl InferStage {
                     );
                 }
             }
-            let plan = tract_onnx::onnx()
-                .model_for_read(&mut &bytes[..])
-                .and_then(|m| m.into_optimized())
-                .and_then(|m| m.into_runnable())
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "model {n:?}: tract cannot load {}: {e:#}",
-                        cfg.path.display()
+            let runtime = match cfg.backend {
+                Backend::Tract => Runtime::Tract(
+                    tract_onnx::onnx()
+                        .model_for_read(&mut &bytes[..])
+                        .and_then(|m| m.into_optimized())
+                        .and_then(|m| m.into_runnable())
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "model {n:?}: tract cannot load {}: {e:#}",
+                                cfg.path.display()
+                            )
+                        })?,
+                ),
+                #[cfg(feature = "ort")]
+                Backend::Ort => {
+                    let device = match cfg.device {
+                        DeviceName::Cpu => crate::infer_ort::Device::Cpu,
+                        DeviceName::Cuda => crate::infer_ort::Device::Cuda,
+                    };
+                    let lib = crate::infer_ort::library(&infer.ort_library);
+                    Runtime::Ort(
+                        crate::infer_ort::OrtModel::load(n, bytes, cfg.threads, device, &lib)
+                            .map_err(anyhow::Error::msg)?,
                     )
-                })?;
-            identity.push_str(&format!("model:{n}:{sha}\n"));
+                }
+                #[cfg(not(feature = "ort"))]
+                Backend::Ort => bail!("model {n:?}: backend \"ort\" is not built into this binary"),
+            };
+            // The backend joins the identity: a model moved to another runtime reprocesses.
+            identity.push_str(&format!("model:{n}:{sha}:{:?}\n", cfg.backend));
             models.push(LoadedModel {
                 cfg: cfg.clone(),
-                plan,
+                runtime,
                 sha256: sha,
             });
         }
@@ -291,9 +357,19 @@ impl InferStage {
                     .cfg
                     .state
                     .as_ref()
-                    .map(|s| Tensor::zero::<f32>(&s.shape).expect("validated state shape"));
+                    .map(|s| vec![0.0f32; s.shape.iter().product()]);
+                #[cfg(feature = "ort")]
+                let session = match &m.runtime {
+                    Runtime::Ort(o) => Some(o.checkout().map_err(|message| InferError::Run {
+                        model: m.cfg.name.clone(),
+                        message,
+                    })?),
+                    Runtime::Tract(_) => None,
+                };
                 Ok(ModelRun {
                     model: m,
+                    #[cfg(feature = "ort")]
+                    session,
                     pending: Vec::with_capacity(m.cfg.window_samples),
                     context: vec![0.0; m.cfg.context_samples],
                     chunk: Vec::with_capacity(m.cfg.context_samples + m.cfg.window_samples),
@@ -309,10 +385,12 @@ impl InferStage {
 /// One model over one item's mono waveform.
 pub struct ModelRun<'m> {
     model: &'m LoadedModel,
+    #[cfg(feature = "ort")]
+    session: Option<ort::session::Session>,
     pending: Vec<f32>,
     context: Vec<f32>,
     chunk: Vec<f32>,
-    state: Option<Tensor>,
+    state: Option<Vec<f32>>,
     values: Vec<f32>,
     samples: u64,
 }
@@ -356,26 +434,30 @@ impl ModelRun<'_> {
 
     fn run_chunk(&mut self) -> Result<(), InferError> {
         let cfg = &self.model.cfg;
-        let err = |e: TractError| InferError::Run {
+        let fail = |message: String| InferError::Run {
             model: cfg.name.clone(),
-            message: format!("{e:#}"),
+            message,
         };
         self.chunk.clear();
         self.chunk.extend_from_slice(&self.context);
         self.chunk.extend_from_slice(&self.pending);
-        let input = Tensor::from_shape(&[1, self.chunk.len()], &self.chunk).map_err(err)?;
-        let mut inputs: TVec<TValue> = tvec!(input.into());
-        if let Some(s) = &self.state {
-            inputs.push(s.clone().into());
-        }
-        let out = self.model.plan.run(inputs).map_err(err)?;
-        let v = out[0]
-            .to_plain_array_view::<f32>()
-            .map_err(err)?
-            .iter()
-            .next()
-            .copied()
-            .unwrap_or(f32::NAN);
+        let shape = cfg
+            .state
+            .as_ref()
+            .map(|s| s.shape.as_slice())
+            .unwrap_or(&[]);
+        let state = self.state.as_deref().map(|v| (shape, v));
+        let (v, next) = match &self.model.runtime {
+            Runtime::Tract(plan) => run_tract(plan, &self.chunk, state).map_err(fail)?,
+            #[cfg(feature = "ort")]
+            Runtime::Ort(o) => {
+                let s = self
+                    .session
+                    .as_mut()
+                    .ok_or_else(|| fail("no ONNX Runtime session".into()))?;
+                o.run(s, &self.chunk, state).map_err(fail)?
+            }
+        };
         if !v.is_finite() {
             return Err(InferError::NonFinite {
                 model: cfg.name.clone(),
@@ -384,11 +466,7 @@ impl ModelRun<'_> {
         }
         self.values.push(v);
         if self.state.is_some() {
-            let next = out.get(1).ok_or_else(|| InferError::Run {
-                model: cfg.name.clone(),
-                message: "state is configured but the model has no second output".into(),
-            })?;
-            self.state = Some(next.clone().into_tensor());
+            self.state = next;
         }
         let c = self.context.len();
         if c > 0 {
@@ -422,11 +500,59 @@ impl ModelRun<'_> {
         Ok(ModelOutput {
             name: cfg.name.clone(),
             sha256: self.model.sha256.clone(),
-            values: self.values,
+            values: std::mem::take(&mut self.values),
             segments,
             samples: self.samples,
             cfg: cfg.clone(),
         })
+    }
+}
+
+/// One chunk through tract: `input` as `[1, n]`, then the state; the first output's first
+/// value and the second output (the next state) when there is a state.
+fn run_tract(
+    plan: &Arc<Plan>,
+    input: &[f32],
+    state: Option<(&[usize], &[f32])>,
+) -> Result<(f32, Option<Vec<f32>>), String> {
+    let err = |e: TractError| format!("{e:#}");
+    let x = Tensor::from_shape(&[1, input.len()], input).map_err(err)?;
+    let mut inputs: TVec<TValue> = tvec!(x.into());
+    if let Some((shape, values)) = state {
+        inputs.push(Tensor::from_shape(shape, values).map_err(err)?.into());
+    }
+    let out = plan.run(inputs).map_err(err)?;
+    let v = out[0]
+        .to_plain_array_view::<f32>()
+        .map_err(err)?
+        .iter()
+        .next()
+        .copied()
+        .unwrap_or(f32::NAN);
+    let next = match state {
+        None => None,
+        Some(_) => {
+            let n = out
+                .get(1)
+                .ok_or("state is configured but the model has no second output")?;
+            Some(
+                n.to_plain_array_view::<f32>()
+                    .map_err(err)?
+                    .iter()
+                    .copied()
+                    .collect(),
+            )
+        }
+    };
+    Ok((v, next))
+}
+
+#[cfg(feature = "ort")]
+impl Drop for ModelRun<'_> {
+    fn drop(&mut self) {
+        if let (Some(s), Runtime::Ort(o)) = (self.session.take(), &self.model.runtime) {
+            o.give_back(s);
+        }
     }
 }
 

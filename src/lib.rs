@@ -13,6 +13,8 @@ pub mod features;
 pub mod fetch;
 pub mod fuzzing;
 pub mod infer;
+#[cfg(feature = "ort")]
+pub mod infer_ort;
 pub mod inputs;
 pub mod item;
 pub mod ledger;

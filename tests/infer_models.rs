@@ -1,7 +1,8 @@
 //! The infer stage with tiny models (tests/fixtures/models, made by
 //! scripts/make_tiny_models.py): state carried across chunks and reset per item, values that
 //! match the PCM chunk by chunk (the last one zero-padded), NaN outputs and shapes the model
-//! refuses failing their item with a clear kind.
+//! refuses failing their item with a clear kind. Each case runs on both backends (tract, and
+//! ONNX Runtime through ORT_DYLIB_PATH, which scripts/test.sh sets).
 
 mod common;
 
@@ -14,6 +15,8 @@ const FILES: [&str; 2] = [
     "wav_s16_16k_mono_asterisk-demo-congrats-g722dec.wav",
 ];
 
+const BACKENDS: [&str; 2] = ["tract", "ort"];
+
 fn config(dir: &Path, model: &str, extra: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/models")
@@ -22,7 +25,12 @@ fn config(dir: &Path, model: &str, extra: &str) -> String {
         "[decode]\nsample_rate_hz = 16000\n\n[features]\ncompute = []\n\n[[model]]\nname = \"m\"\npath = {:?}\noutput = \"tensor\"\n{extra}",
         path.to_str().unwrap()
     );
-    let p = dir.join(format!("{model}.toml"));
+    let backend = extra
+        .lines()
+        .find_map(|l| l.strip_prefix("backend = "))
+        .unwrap_or("tract")
+        .trim_matches('"');
+    let p = dir.join(format!("{model}-{backend}.toml"));
     std::fs::write(&p, body).unwrap();
     p.to_string_lossy().into_owned()
 }
@@ -57,36 +65,43 @@ fn run(dir: &Path, cfg: &str, out: &str) -> (i32, serde_json::Value) {
 #[test]
 fn state_is_carried_across_chunks_and_reset_per_item() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "counter", "state = { shape = [1] }\n");
-    let (code, s) = run(dir.path(), &cfg, "out");
-    assert_eq!((code, count(&s, "done")), (0, 2), "{s}");
-    for item in item_dirs(&dir.path().join("out")) {
-        let (_, v) = read_npy(&item.join("m.npy"));
-        let want: Vec<f32> = (0..v.len()).map(|i| i as f32).collect();
-        assert_eq!(v, want, "{}", item.display());
+    for b in BACKENDS {
+        let extra = format!("backend = \"{b}\"\nstate = {{ shape = [1] }}\n");
+        let cfg = config(dir.path(), "counter", &extra);
+        let out = format!("out-{b}");
+        let (code, s) = run(dir.path(), &cfg, &out);
+        assert_eq!((code, count(&s, "done")), (0, 2), "{b}: {s}");
+        for item in item_dirs(&dir.path().join(&out)) {
+            let (_, v) = read_npy(&item.join("m.npy"));
+            let want: Vec<f32> = (0..v.len()).map(|i| i as f32).collect();
+            assert_eq!(v, want, "{b}: {}", item.display());
+        }
     }
 }
 
 #[test]
 fn values_follow_the_pcm_chunk_by_chunk() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "mean", "");
-    let (code, s) = run(dir.path(), &cfg, "out");
-    assert_eq!((code, count(&s, "done")), (0, 2), "{s}");
-    for item in item_dirs(&dir.path().join("out")) {
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(item.join("meta.json")).unwrap())
-                .unwrap();
-        let pcm = wav_samples(Path::new(meta["source"].as_str().unwrap()));
-        let (shape, v) = read_npy(&item.join("m.npy"));
-        assert_eq!(shape, vec![pcm.len().div_ceil(512)]);
-        for (i, got) in v.iter().enumerate() {
-            let chunk = &pcm[i * 512..((i + 1) * 512).min(pcm.len())];
-            let want = chunk.iter().map(|&x| x as f64).sum::<f64>() / 512.0;
-            assert!(
-                (*got as f64 - want).abs() < 1e-5,
-                "chunk {i}: {got} vs {want}"
-            );
+    for b in BACKENDS {
+        let cfg = config(dir.path(), "mean", &format!("backend = \"{b}\"\n"));
+        let out = format!("out-{b}");
+        let (code, s) = run(dir.path(), &cfg, &out);
+        assert_eq!((code, count(&s, "done")), (0, 2), "{b}: {s}");
+        for item in item_dirs(&dir.path().join(&out)) {
+            let meta: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(item.join("meta.json")).unwrap())
+                    .unwrap();
+            let pcm = wav_samples(Path::new(meta["source"].as_str().unwrap()));
+            let (shape, v) = read_npy(&item.join("m.npy"));
+            assert_eq!(shape, vec![pcm.len().div_ceil(512)]);
+            for (i, got) in v.iter().enumerate() {
+                let chunk = &pcm[i * 512..((i + 1) * 512).min(pcm.len())];
+                let want = chunk.iter().map(|&x| x as f64).sum::<f64>() / 512.0;
+                assert!(
+                    (*got as f64 - want).abs() < 1e-5,
+                    "{b}: chunk {i}: {got} vs {want}"
+                );
+            }
         }
     }
 }
@@ -94,9 +109,14 @@ fn values_follow_the_pcm_chunk_by_chunk() {
 #[test]
 fn nan_outputs_and_refused_shapes_fail_the_item_with_their_kind() {
     let dir = tempfile::tempdir().unwrap();
-    for (model, kind) in [("nan", "model_non_finite"), ("narrow", "model_run")] {
-        let cfg = config(dir.path(), model, "");
-        let out = format!("out-{model}");
+    for (model, kind, b) in [
+        ("nan", "model_non_finite", "tract"),
+        ("narrow", "model_run", "tract"),
+        ("nan", "model_non_finite", "ort"),
+        ("narrow", "model_run", "ort"),
+    ] {
+        let cfg = config(dir.path(), model, &format!("backend = \"{b}\"\n"));
+        let out = format!("out-{model}-{b}");
         let (code, s) = run(dir.path(), &cfg, &out);
         assert_eq!((code, count(&s, "failed")), (1, 2), "{model}: {s}");
         let o = klio(dir.path(), &["ledger", "failed", "--json", "--out", &out]);

@@ -1,0 +1,149 @@
+//! The ONNX Runtime backend (`backend = "ort"`, loaded at run time from the PyPI wheel's
+//! library, which scripts/test.sh installs and names in ORT_DYLIB_PATH) against tract on the
+//! same model and the same real speech: per-chunk probabilities within 1e-4 of each other and
+//! of Python onnxruntime, the same segments; sessions shared by two workers; CUDA asked for on
+//! a CPU-only runtime falls back with a warning; a missing library is a clear error.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn ort_lib() -> String {
+    std::env::var("ORT_DYLIB_PATH").expect(
+        "ORT_DYLIB_PATH must name libonnxruntime.so (scripts/test.sh installs the PyPI wheel \
+         `onnxruntime` in target/py-ort and sets it)",
+    )
+}
+
+/// config/examples/vad.toml with the model path made absolute and `edits` applied.
+fn vad_config(dir: &Path, name: &str, edits: &[(&str, &str)]) -> String {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut text = std::fs::read_to_string(example("vad.toml"))
+        .unwrap()
+        .replace("../../models/", &format!("{}/", models.display()));
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn sources() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vad");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let case = e.unwrap().path();
+            let name = std::fs::read_to_string(case.join("source.txt")).unwrap();
+            real(name.trim()).to_string_lossy().into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// element -> (probabilities, segments JSON) of one run.
+fn results(out: &Path) -> Vec<(String, Vec<f32>, serde_json::Value)> {
+    item_dirs(out)
+        .iter()
+        .map(|d| {
+            let (_, probs) = read_npy(&d.join("vad_probs.npy"));
+            let segs = read_json(&d.join("vad.json"));
+            (
+                d.file_name().unwrap().to_string_lossy().into_owned(),
+                probs,
+                segs,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ort_and_tract_agree_on_silero_vad_over_real_speech() {
+    let lib = ort_lib();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tract = vad_config(d, "tract.toml", &[]);
+    let ort = vad_config(
+        d,
+        "ort.toml",
+        &[("backend = \"tract\"", "backend = \"ort\"")],
+    );
+    let srcs = sources();
+    let mut args = vec!["--jobs", "2", "--out"];
+    let run = |cfg: &str, out: &str| {
+        let mut a = args.clone();
+        a.push(out);
+        a.extend(["--config", cfg]);
+        a.extend(srcs.iter().map(String::as_str));
+        let (code, s) = process_env(d, &a, &[("ORT_DYLIB_PATH", lib.as_str())]);
+        assert_eq!(code, 0, "{s}");
+        assert_eq!(count(&s, "done") as usize, srcs.len(), "{s}");
+    };
+    run(&tract, "out-tract");
+    run(&ort, "out-ort");
+    args.clear();
+    let (a, b) = (results(&d.join("out-tract")), results(&d.join("out-ort")));
+    assert_eq!(a.len(), b.len());
+    for ((ea, pa, sa), (eb, pb, sb)) in a.iter().zip(&b) {
+        assert_eq!(ea, eb);
+        assert_eq!(pa.len(), pb.len(), "{ea}: same chunks");
+        let worst = pa
+            .iter()
+            .zip(pb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        eprintln!("{ea}: {} chunks, max |tract - ort| {worst:.2e}", pa.len());
+        assert!(worst <= 1e-4, "{ea}: {worst}");
+        assert_eq!(sa["segments"], sb["segments"], "{ea}: same segments");
+        assert_eq!(
+            (sa["backend"].as_str(), sb["backend"].as_str()),
+            (Some("tract"), Some("ort"))
+        );
+    }
+    // The ledger's model identity includes the backend: switching backends reprocesses.
+    let (code, s) = process_env(
+        d,
+        &["--out", "out-tract", "--config", &ort, &srcs[0]],
+        &[("ORT_DYLIB_PATH", lib.as_str())],
+    );
+    assert_eq!((code, count(&s, "done")), (0, 1), "{s}");
+}
+
+#[test]
+fn cuda_falls_back_to_cpu_with_a_warning_and_a_missing_library_is_clear() {
+    let lib = ort_lib();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cuda = vad_config(
+        d,
+        "cuda.toml",
+        &[(
+            "backend = \"tract\"",
+            "backend = \"ort\"\ndevice = \"cuda\"\nthreads = 2",
+        )],
+    );
+    let src = sources().remove(0);
+    let o = klio_env(
+        d,
+        &["process", "--config", &cuda, "--out", "out", &src],
+        &[("ORT_DYLIB_PATH", lib.as_str())],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("running on CPU"), "{}", stderr(&o));
+    let o = klio_env(
+        d,
+        &["process", "--config", &cuda, "--out", "out2", &src],
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot load ONNX Runtime"),
+        "{}",
+        stderr(&o)
+    );
+}
