@@ -6,6 +6,7 @@
   nan.onnx       x [1, 512] -> y [1, 1] = sqrt(-1 - |mean(x)|)    (always NaN)
   narrow.onnx    x [1, 100] -> y [1, 1] = mean(x)                 (a shape the config won't feed)
   mean.onnx      x [1, 512] -> y [1, 1] = mean(x)                 (values checked against the PCM)
+  stats.onnx     x [1, 512] -> y [1, 3] = [mean, max, min](x)     (embedding and labels outputs)
 
     python scripts/make_tiny_models.py
 """
@@ -50,6 +51,12 @@ def main():
          [f32("x", [1, 100])], [f32("y", [1, 1])])
     save("mean", [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=1)],
          [f32("x", [1, 512])], [f32("y", [1, 1])])
+    save("stats",
+         [helper.make_node("ReduceMean", ["x"], ["a"], axes=[1], keepdims=1),
+          helper.make_node("ReduceMax", ["x"], ["b"], axes=[1], keepdims=1),
+          helper.make_node("ReduceMin", ["x"], ["c"], axes=[1], keepdims=1),
+          helper.make_node("Concat", ["a", "b", "c"], ["y"], axis=1)],
+         [f32("x", [1, 512])], [f32("y", [1, 3])])
     for f in sorted(OUT.glob("*.onnx")):
         print(f.name, f.stat().st_size, "bytes")
 

@@ -589,6 +589,9 @@ impl Config {
                 });
                 for m in &mut cfg.model {
                     m.path = crate::infer::resolve_path(&m.path, dir);
+                    if let Some(l) = &m.labels {
+                        m.labels = Some(crate::infer::resolve_path(l, dir));
+                    }
                 }
                 (cfg, Source::File(p))
             }

@@ -55,6 +55,11 @@ pub enum OutputKind {
     /// Per-chunk probabilities (`<name>_probs.npy`) turned into speech segments
     /// (`<name>.json`), as Silero VAD's `get_speech_timestamps`.
     Segments,
+    /// The first output's vectors averaged over the item's chunks: `<name>.npy` (`[dim]`).
+    Embedding,
+    /// The first output's scores averaged over the chunks, the `top_k` highest named from the
+    /// `labels` file: `<name>.json`, plus `<name>_scores.npy` (`[dim]`).
+    Labels,
 }
 
 /// Recurrent state carried from one chunk to the next.
@@ -126,6 +131,13 @@ pub struct ModelConfig {
     /// Segment rules for `output = "segments"`.
     #[serde(default)]
     pub segments: SegmentsConfig,
+    /// `output = "labels"`: a text file with one label per line, line i naming output i
+    /// (relative to the config file). Default none.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// `output = "labels"`: how many labels to keep. Default 5.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
     /// Intra-op threads of an ONNX Runtime session (one session per worker, so `--jobs`
     /// workers use `jobs x threads` cores). tract runs on the worker's thread. Default 1.
     #[serde(default = "default_threads")]
@@ -137,6 +149,9 @@ pub struct ModelConfig {
 
 fn default_threads() -> usize {
     1
+}
+fn default_top_k() -> usize {
+    5
 }
 
 fn default_backend() -> Backend {
@@ -168,6 +183,12 @@ impl ModelConfig {
         }
         if self.device == DeviceName::Cuda && self.backend != Backend::Ort {
             bail!("model.device of {n:?}: \"cuda\" needs backend = \"ort\"");
+        }
+        if self.output == OutputKind::Labels && self.labels.is_none() {
+            bail!("model.labels of {n:?}: output = \"labels\" needs a labels file");
+        }
+        if self.top_k == 0 {
+            bail!("model.top_k of {n:?}: must be at least 1");
         }
         if !(1..=256).contains(&self.threads) {
             bail!("model.threads of {n:?}: must be in 1..=256");
@@ -253,6 +274,7 @@ pub struct LoadedModel {
     cfg: ModelConfig,
     runtime: Runtime,
     sha256: String,
+    labels: Vec<String>,
 }
 
 /// Every configured model, loaded once.
@@ -319,10 +341,22 @@ impl InferStage {
             };
             // The backend joins the identity: a model moved to another runtime reprocesses.
             identity.push_str(&format!("model:{n}:{sha}:{:?}\n", cfg.backend));
+            let labels = match &cfg.labels {
+                None => Vec::new(),
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| {
+                        format!("model {n:?}: cannot read labels {}", p.display())
+                    })?;
+                    // The labels file joins the identity: relabelled outputs reprocess.
+                    identity.push_str(&format!("labels:{}\n", sha256_hex(text.as_bytes())));
+                    text.lines().map(|l| l.trim().to_string()).collect()
+                }
+            };
             models.push(LoadedModel {
                 cfg: cfg.clone(),
                 runtime,
                 sha256: sha,
+                labels,
             });
         }
         Ok(InferStage { models, identity })
@@ -375,6 +409,7 @@ impl InferStage {
                     chunk: Vec::with_capacity(m.cfg.context_samples + m.cfg.window_samples),
                     state,
                     values: Vec::new(),
+                    sums: Vec::new(),
                     samples: 0,
                 })
             })
@@ -392,6 +427,8 @@ pub struct ModelRun<'m> {
     chunk: Vec<f32>,
     state: Option<Vec<f32>>,
     values: Vec<f32>,
+    /// Per-index sums of the first output over the chunks (embedding and labels).
+    sums: Vec<f64>,
     samples: u64,
 }
 
@@ -404,6 +441,10 @@ pub struct ModelOutput {
     pub sha256: String,
     /// One value per chunk.
     pub values: Vec<f32>,
+    /// `embedding` and `labels`: the first output averaged over the chunks.
+    pub pooled: Option<Vec<f32>>,
+    /// `labels`: (label, score, index), best first, at most `top_k`.
+    pub labels: Option<Vec<(String, f32, usize)>>,
     /// Segments in samples, for `output = "segments"`.
     pub segments: Option<Vec<(u64, u64)>>,
     /// Samples seen.
@@ -447,7 +488,7 @@ impl ModelRun<'_> {
             .map(|s| s.shape.as_slice())
             .unwrap_or(&[]);
         let state = self.state.as_deref().map(|v| (shape, v));
-        let (v, next) = match &self.model.runtime {
+        let (out, next) = match &self.model.runtime {
             Runtime::Tract(plan) => run_tract(plan, &self.chunk, state).map_err(fail)?,
             #[cfg(feature = "ort")]
             Runtime::Ort(o) => {
@@ -458,13 +499,35 @@ impl ModelRun<'_> {
                 o.run(s, &self.chunk, state).map_err(fail)?
             }
         };
-        if !v.is_finite() {
+        if out.is_empty() || !out.iter().all(|v| v.is_finite()) {
             return Err(InferError::NonFinite {
                 model: cfg.name.clone(),
                 chunk: self.values.len(),
             });
         }
-        self.values.push(v);
+        self.values.push(out[0]);
+        if matches!(cfg.output, OutputKind::Embedding | OutputKind::Labels) {
+            if self.sums.is_empty() {
+                self.sums = vec![0.0; out.len()];
+                if cfg.output == OutputKind::Labels && self.model.labels.len() != out.len() {
+                    return Err(fail(format!(
+                        "the model gives {} scores but the labels file has {} lines",
+                        out.len(),
+                        self.model.labels.len()
+                    )));
+                }
+            }
+            if self.sums.len() != out.len() {
+                return Err(fail(format!(
+                    "output size changed from {} to {} between chunks",
+                    self.sums.len(),
+                    out.len()
+                )));
+            }
+            for (s, v) in self.sums.iter_mut().zip(&out) {
+                *s += f64::from(*v);
+            }
+        }
         if self.state.is_some() {
             self.state = next;
         }
@@ -497,9 +560,27 @@ impl ModelRun<'_> {
                 &cfg.segments,
             )
         });
+        let n = self.values.len().max(1) as f64;
+        let pooled = matches!(cfg.output, OutputKind::Embedding | OutputKind::Labels).then(|| {
+            self.sums
+                .iter()
+                .map(|s| (s / n) as f32)
+                .collect::<Vec<f32>>()
+        });
+        let labels = (cfg.output == OutputKind::Labels).then(|| {
+            let scores = pooled.as_deref().unwrap_or_default();
+            let mut idx: Vec<usize> = (0..scores.len()).collect();
+            idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            idx.into_iter()
+                .take(cfg.top_k)
+                .map(|i| (self.model.labels[i].clone(), scores[i], i))
+                .collect()
+        });
         Ok(ModelOutput {
             name: cfg.name.clone(),
             sha256: self.model.sha256.clone(),
+            pooled,
+            labels,
             values: std::mem::take(&mut self.values),
             segments,
             samples: self.samples,
@@ -508,13 +589,13 @@ impl ModelRun<'_> {
     }
 }
 
-/// One chunk through tract: `input` as `[1, n]`, then the state; the first output's first
-/// value and the second output (the next state) when there is a state.
+/// One chunk through tract: `input` as `[1, n]`, then the state; the first output (all of
+/// it, flattened) and the second output (the next state) when there is a state.
 fn run_tract(
     plan: &Arc<Plan>,
     input: &[f32],
     state: Option<(&[usize], &[f32])>,
-) -> Result<(f32, Option<Vec<f32>>), String> {
+) -> Result<(Vec<f32>, Option<Vec<f32>>), String> {
     let err = |e: TractError| format!("{e:#}");
     let x = Tensor::from_shape(&[1, input.len()], input).map_err(err)?;
     let mut inputs: TVec<TValue> = tvec!(x.into());
@@ -522,13 +603,12 @@ fn run_tract(
         inputs.push(Tensor::from_shape(shape, values).map_err(err)?.into());
     }
     let out = plan.run(inputs).map_err(err)?;
-    let v = out[0]
+    let v: Vec<f32> = out[0]
         .to_plain_array_view::<f32>()
         .map_err(err)?
         .iter()
-        .next()
         .copied()
-        .unwrap_or(f32::NAN);
+        .collect();
     let next = match state {
         None => None,
         Some(_) => {
@@ -627,6 +707,26 @@ pub fn speech_segments(
         .into_iter()
         .map(|(a, b)| (a as u64, b as u64))
         .collect()
+}
+
+/// The JSON written for `output = "labels"`: the best labels with their mean scores.
+pub fn labels_json(o: &ModelOutput) -> serde_json::Value {
+    let labels: Vec<serde_json::Value> = o
+        .labels
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|(l, s, i)| serde_json::json!({ "label": l, "score": s, "index": i }))
+        .collect();
+    serde_json::json!({
+        "model": o.name,
+        "sha256": o.sha256,
+        "backend": o.cfg.backend,
+        "chunks": o.values.len(),
+        "pooling": "mean",
+        "top_k": o.cfg.top_k,
+        "labels": labels,
+    })
 }
 
 /// The JSON written for `output = "segments"`.

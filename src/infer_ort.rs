@@ -161,7 +161,7 @@ impl OrtModel {
     }
 
     /// Runs one chunk: `input` as `[1, n]`, then `state` (with its shape) if any. Returns the
-    /// first output's first value and, with a state, the second output.
+    /// first output (flattened) and, with a state, the second output.
     ///
     /// # Errors
     /// The runtime's message.
@@ -170,7 +170,7 @@ impl OrtModel {
         s: &mut Session,
         input: &[f32],
         state: Option<(&[usize], &[f32])>,
-    ) -> Result<(f32, Option<Vec<f32>>), String> {
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>), String> {
         let e = |e: ort::Error| e.to_string();
         let x = Tensor::from_array((vec![1usize, input.len()], input.to_vec())).map_err(e)?;
         let mut feed: Vec<(String, ort::session::SessionInputValue<'_>)> =
@@ -184,7 +184,7 @@ impl OrtModel {
         }
         let out = s.run(feed).map_err(e)?;
         let (_, v) = out[0].try_extract_tensor::<f32>().map_err(e)?;
-        let first = v.first().copied().unwrap_or(f32::NAN);
+        let first = v.to_vec();
         let next = if state.is_some() {
             if out.len() < 2 {
                 return Err("state is configured but the model has no second output".into());

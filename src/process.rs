@@ -763,22 +763,34 @@ fn decode_and_features(
         let t = Instant::now();
         for r in runs {
             let o = r.finish()?;
-            let (file, npy) = match o.cfg.output {
+            let stem = &o.name;
+            let (file, values) = match o.cfg.output {
                 OutputKind::Segments => {
-                    let json_name = format!("{}.json", o.name);
-                    let mut text = serde_json::to_vec_pretty(&crate::infer::segments_json(&o))
-                        .expect("segments serialise");
-                    text.push(b'\n');
-                    let path = staging.path().join(&json_name);
-                    std::fs::write(&path, text).map_err(|source| SinkError::Io { path, source })?;
-                    (json_name, format!("{}_probs.npy", o.name))
+                    let f = write_json(staging, stem, &crate::infer::segments_json(&o))?;
+                    (f, Some(format!("{stem}_probs.npy")))
                 }
-                OutputKind::Tensor => (format!("{}.npy", o.name), format!("{}.npy", o.name)),
+                OutputKind::Tensor => (format!("{stem}.npy"), Some(format!("{stem}.npy"))),
+                OutputKind::Embedding => {
+                    let file = format!("{stem}.npy");
+                    let v = o.pooled.as_deref().unwrap_or_default();
+                    crate::sink::write_npy(&staging.path().join(&file), &[v.len()], v)?;
+                    (file, None)
+                }
+                OutputKind::Labels => {
+                    let f = write_json(staging, stem, &crate::infer::labels_json(&o))?;
+                    let scores = format!("{stem}_scores.npy");
+                    let v = o.pooled.as_deref().unwrap_or_default();
+                    crate::sink::write_npy(&staging.path().join(&scores), &[v.len()], v)?;
+                    (f, Some(scores))
+                }
             };
-            crate::sink::write_npy(&staging.path().join(&npy), &[o.values.len()], &o.values)?;
+            if let (Some(npy), OutputKind::Segments | OutputKind::Tensor) = (&values, o.cfg.output)
+            {
+                crate::sink::write_npy(&staging.path().join(npy), &[o.values.len()], &o.values)?;
+            }
             models.push(json!({
                 "name": o.name, "sha256": o.sha256, "backend": o.cfg.backend,
-                "chunks": o.values.len(), "file": file, "values": npy,
+                "chunks": o.values.len(), "file": file, "values": values,
                 "segments": o.segments.as_ref().map(Vec::len),
             }));
         }
@@ -818,6 +830,20 @@ fn decode_and_features(
             .collect::<Vec<_>>())
     });
     Ok((info.duration_s(), ledger_models))
+}
+
+/// Writes `<stem>.json` (pretty, newline-terminated) into the staging folder; returns its name.
+fn write_json(
+    staging: &crate::sink::TempFolder,
+    stem: &str,
+    value: &serde_json::Value,
+) -> Result<String, SinkError> {
+    let name = format!("{stem}.json");
+    let mut text = serde_json::to_vec_pretty(value).expect("JSON serialises");
+    text.push(b'\n');
+    let path = staging.path().join(&name);
+    std::fs::write(&path, text).map_err(|source| SinkError::Io { path, source })?;
+    Ok(name)
 }
 
 /// The ledger path for an output folder when none is given.

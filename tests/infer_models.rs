@@ -22,8 +22,9 @@ fn config(dir: &Path, model: &str, extra: &str) -> String {
         .join("tests/fixtures/models")
         .join(format!("{model}.onnx"));
     let body = format!(
-        "[decode]\nsample_rate_hz = 16000\n\n[features]\ncompute = []\n\n[[model]]\nname = \"m\"\npath = {:?}\noutput = \"tensor\"\n{extra}",
-        path.to_str().unwrap()
+        "[decode]\nsample_rate_hz = 16000\n\n[features]\ncompute = []\n\n[[model]]\nname = \"m\"\npath = {:?}\n{}{extra}",
+        path.to_str().unwrap(),
+        if extra.contains("output = ") { "" } else { "output = \"tensor\"\n" }
     );
     let backend = extra
         .lines()
@@ -129,4 +130,106 @@ fn nan_outputs_and_refused_shapes_fail_the_item_with_their_kind() {
             );
         }
     }
+}
+
+#[test]
+fn embedding_and_labels_pool_the_chunks_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "mean\nmax\nmin\n").unwrap();
+    for b in BACKENDS {
+        let emb = config(
+            dir.path(),
+            "stats",
+            &format!("backend = \"{b}\"\noutput = \"embedding\"\n"),
+        );
+        let out = format!("emb-{b}");
+        let (code, s) = run(dir.path(), &emb, &out);
+        assert_eq!((code, count(&s, "done")), (0, 2), "{b}: {s}");
+        for item in item_dirs(&dir.path().join(&out)) {
+            let meta = read_json(&item.join("meta.json"));
+            let pcm = wav_samples(Path::new(meta["source"].as_str().unwrap()));
+            let chunks: Vec<Vec<f32>> = pcm
+                .chunks(512)
+                .map(|c| {
+                    let mut c = c.to_vec();
+                    c.resize(512, 0.0);
+                    c
+                })
+                .collect();
+            let n = chunks.len() as f64;
+            let want = [
+                chunks
+                    .iter()
+                    .map(|c| c.iter().map(|&x| x as f64).sum::<f64>() / 512.0)
+                    .sum::<f64>()
+                    / n,
+                chunks
+                    .iter()
+                    .map(|c| c.iter().cloned().fold(f32::MIN, f32::max) as f64)
+                    .sum::<f64>()
+                    / n,
+                chunks
+                    .iter()
+                    .map(|c| c.iter().cloned().fold(f32::MAX, f32::min) as f64)
+                    .sum::<f64>()
+                    / n,
+            ];
+            let (shape, v) = read_npy(&item.join("m.npy"));
+            assert_eq!(shape, vec![3], "{b}");
+            for (g, w) in v.iter().zip(want) {
+                assert!((*g as f64 - w).abs() < 1e-5, "{b}: {g} vs {w}");
+            }
+        }
+
+        let lab = config(
+            dir.path(),
+            "stats",
+            &format!(
+                "backend = \"{b}\"\noutput = \"labels\"\ntop_k = 2\nlabels = {:?}\n",
+                labels.to_str().unwrap()
+            ),
+        );
+        let out = format!("lab-{b}");
+        let (code, s) = run(dir.path(), &lab, &out);
+        assert_eq!((code, count(&s, "done")), (0, 2), "{b}: {s}");
+        for item in item_dirs(&dir.path().join(&out)) {
+            let j = read_json(&item.join("m.json"));
+            let got: Vec<&str> = j["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["label"].as_str().unwrap())
+                .collect();
+            // max >= mean >= min for any audio: the top two are max, then mean.
+            assert_eq!(got, ["max", "mean"], "{b}: {j}");
+            let (shape, scores) = read_npy(&item.join("m_scores.npy"));
+            assert_eq!(shape, vec![3]);
+            assert_eq!(j["labels"][0]["score"].as_f64().unwrap() as f32, scores[1]);
+        }
+    }
+    // A labels file that does not match the model's outputs fails the item clearly.
+    std::fs::write(&labels, "only\ntwo\n").unwrap();
+    let lab = config(
+        dir.path(),
+        "stats",
+        &format!(
+            "output = \"labels\"\nlabels = {:?}\n",
+            labels.to_str().unwrap()
+        ),
+    );
+    let (code, s) = run(dir.path(), &lab, "lab-bad");
+    assert_eq!((code, count(&s, "failed")), (1, 2), "{s}");
+    let o = klio(
+        dir.path(),
+        &["ledger", "failed", "--json", "--out", "lab-bad"],
+    );
+    let failed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        failed[0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("labels file has 2 lines"),
+        "{failed}"
+    );
 }
