@@ -246,6 +246,11 @@ fn fleet_of_two_with_one_killed_and_a_chain_of_two_jobs() {
         "a.toml",
         &[("output_topic = \"klio-out\"", "output_topic = \"klio-mid\"")],
     );
+    // Each item of job A takes 0.3 s more (an exec stage that sleeps), so worker 0 is
+    // certainly in the middle of one when it is killed, whatever the machine's speed.
+    let slow = std::fs::read_to_string(&cfg_a).unwrap()
+        + "\n[[exec]]\nname = \"slow\"\nprogram = \"sleep\"\nargs = [\"0.3\"]\n";
+    std::fs::write(&cfg_a, slow).unwrap();
     let cfg_b = config(
         d,
         "b.toml",
