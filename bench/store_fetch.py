@@ -49,7 +49,9 @@ def free_port():
 
 
 def put(endpoint, path, data=b""):
-    req = urllib.request.Request(endpoint + path, data=data, method="PUT")
+    # urllib would say application/x-www-form-urlencoded, which makes moto parse the body.
+    req = urllib.request.Request(endpoint + path, data=data, method="PUT",
+                                 headers={"Content-Type": "application/octet-stream"})
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200, r.status
 
