@@ -462,7 +462,9 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
         match ctx.sink.read_meta(&item.element) {
             Ok(Some(meta))
                 if meta["config_hash"].as_str() == Some(ctx.config_hash.as_str())
-                    && meta["input_size"].as_i64() == facts.size =>
+                    && meta["input_size"].as_i64() == facts.size
+                    && meta["input_mtime_ns"].as_i64() == facts.mtime_ns
+                    && facts.mtime_ns.is_some() =>
             {
                 facts.hash = meta["input_hash"].as_str().map(str::to_string);
                 let outputs = ctx.sink.list_outputs(&item.element);
@@ -632,6 +634,7 @@ fn run_stages(
         "element": item.element,
         "source": item.source.to_string(),
         "input_size": facts.size,
+        "input_mtime_ns": facts.mtime_ns,
         "input_hash": facts.hash,
         "config_hash": ctx.config_hash,
         "klio_edge_version": env!("CARGO_PKG_VERSION"),

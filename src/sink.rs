@@ -7,7 +7,7 @@
 //! Temp folders of dead processes are removed when a sink opens.
 //!
 //! With an object store as the output location (`--out s3://bucket/prefix`), files are staged
-//! in a local temp folder (under `$TMPDIR/klio-edge`), then each is uploaded as one object
+//! in a local temp folder (under `$TMPDIR/klio-edge-<uid>`, private to the user), then each is uploaded as one object
 //! (`<prefix>/<element>/<name>`): the store makes a PUT (or a completed multipart upload)
 //! visible whole or not at all, so readers never see a partial object. Data files go first,
 //! objects the current configuration no longer produces are deleted, `meta.json` goes last:
@@ -90,13 +90,20 @@ impl Sink {
     }
 
     /// A sink that uploads to `prefix` in an object store, staging in a local temp folder
-    /// under `$TMPDIR/klio-edge`. Nothing is contacted yet.
+    /// under `$TMPDIR/klio-edge-<uid>`. Nothing is contacted yet.
     ///
     /// # Errors
     /// The local temp folder cannot be created.
     pub fn open_remote(prefix: Remote, stores: Arc<Stores>) -> Result<Sink, SinkError> {
-        let tmp_root = std::env::temp_dir().join("klio-edge");
-        Self::open_at(Out::Store { prefix, stores }, tmp_root)
+        if !prefix.scheme().lists() {
+            return Err(SinkError::Io {
+                path: PathBuf::from(prefix.to_string()),
+                source: std::io::Error::other(
+                    "outputs can go to s3:// or gs://, not to a web server",
+                ),
+            });
+        }
+        Self::open_at(Out::Store { prefix, stores }, private_temp_root()?)
     }
 
     fn open_at(out: Out, tmp_root: PathBuf) -> Result<Sink, SinkError> {
@@ -293,7 +300,9 @@ impl Sink {
                     }
                 }
                 let (tmp, _) = staged.last().expect("meta.json was pushed");
-                stores.upload(tmp, &item.join("meta.json"))?;
+                let uploaded = stores.upload(tmp, &item.join("meta.json"));
+                let _ = fs::remove_file(tmp);
+                uploaded?;
                 staged.clear();
                 return Ok(names);
             }
@@ -327,6 +336,30 @@ impl Drop for Sink {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// `$TMPDIR/klio-edge-<uid>`, created 0700, refused unless it is a real folder owned by this
+/// user (another user could otherwise plant a link there and have its target cleaned).
+fn private_temp_root() -> Result<PathBuf, SinkError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // Safety: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let root = std::env::temp_dir().join(format!("klio-edge-{uid}"));
+    match fs::DirBuilder::new().mode(0o700).create(&root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&root)(e)),
+    }
+    let meta = fs::symlink_metadata(&root).map_err(io(&root))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(SinkError::Io {
+            path: root,
+            source: std::io::Error::other(
+                "not a private folder of this user (a link, another owner, or open to others)",
+            ),
+        });
+    }
+    Ok(root)
 }
 
 fn write_synced(

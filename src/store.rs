@@ -145,13 +145,14 @@ impl SchemeKey {
 
 impl std::fmt::Display for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}://{}/{}",
-            self.scheme().as_str(),
-            self.authority,
-            self.key
-        )
+        // Escaped so the text parses back to the same key ('%' starts an escape; '?' and '#'
+        // would end the path).
+        let key = self
+            .key
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
+        write!(f, "{}://{}/{key}", self.scheme().as_str(), self.authority)
     }
 }
 
@@ -733,5 +734,12 @@ mod tests {
         assert!(Remote::parse("s3:///key").is_err());
         assert!(Remote::parse("https://h/x.wav?sig=1").is_err());
         assert_eq!(percent_decode("a%2"), Some("a%2".into()));
+        // Keys with '%', '?' and '#' print escaped and parse back to the same key.
+        let odd = Remote::parse("s3://b/x")
+            .unwrap()
+            .unwrap()
+            .with_key("a%41?b#c.wav");
+        let back = Remote::parse(&odd.to_string()).unwrap().unwrap();
+        assert_eq!(back.key(), "a%41?b#c.wav");
     }
 }

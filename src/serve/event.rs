@@ -186,15 +186,15 @@ pub fn parse_klio(body: &[u8], cfg: &KlioConfig) -> Result<Event, BadMessage> {
     let intake = klio::intake(body, cfg).map_err(BadMessage)?;
     let el = intake.element.as_str();
     let is_ref = el.contains("://") || el.starts_with('/');
-    let (element, source) = if is_ref {
+    let (element, source) = if intake.ping || intake.not_for_us.is_some() {
+        // Passed on or dropped without looking at the input (the element may be anything).
+        (None, Source::Path(el.into()))
+    } else if is_ref {
         (None, source_of(el)?)
     } else if !cfg.input_location.is_empty() {
         check_element(el)?;
         let at = format!("{}{el}{}", cfg.input_location, cfg.input_suffix);
         (Some(el.to_string()), source_of(&at)?)
-    } else if intake.ping || intake.not_for_us.is_some() {
-        // Passed on or dropped without looking at the input.
-        (None, Source::Path(el.into()))
     } else {
         return bad(format!(
             "element {el:?} is not a path or URL, and serve.klio.input_location is not set"

@@ -247,7 +247,12 @@ impl Delivery for PubsubDelivery {
         };
         let mut attributes = self.msg.message.attributes.clone();
         attributes.insert("klio-error-kind".into(), kind.into());
-        attributes.insert("klio-reason".into(), reason.chars().take(1024).collect());
+        // Pub/Sub allows 1024 bytes per attribute value: cut on a character boundary.
+        let mut cut = reason.len().min(1024);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        attributes.insert("klio-reason".into(), reason[..cut].to_string());
         attributes.insert("klio-deliveries".into(), self.attempt.to_string());
         attributes.insert("klio-subscription".into(), self.msg.subscription.clone());
         attributes.insert(

@@ -327,6 +327,19 @@ impl ServeConfig {
                 bail!("{key}: {v:?} must be a topic or subscription id");
             }
         }
+        for (key, v) in [
+            ("serve.pubsub.output_topic", &p.output_topic),
+            ("serve.pubsub.dead_letter_topic", &p.dead_letter_topic),
+        ] {
+            if *v == p.topic {
+                bail!("{key}: must differ from serve.pubsub.topic (messages would loop)");
+            }
+        }
+        if !n.output_subject.is_empty()
+            && (n.output_subject == n.subject || n.output_subject == n.dead_letter_subject)
+        {
+            bail!("serve.nats.output_subject: must differ from the input and dead-letter subjects");
+        }
         if self.klio.job_name.is_empty() {
             bail!("serve.klio.job_name: must not be empty");
         }
