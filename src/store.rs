@@ -528,7 +528,9 @@ impl Stores {
         loop {
             let res = rt().block_on(self.download_once(&*client, r, dest, cap));
             match res {
-                Err(e) if e.transient() && attempt < self.cfg.retries => {
+                // Only a body that broke off starts again here: the request itself was
+                // already retried by the client (retrying it again would square the tries).
+                Err((e, true)) if e.transient() && attempt < self.cfg.retries => {
                     attempt += 1;
                     let delay = self.cfg.retry_backoff_s * f64::powi(2.0, attempt as i32 - 1);
                     tracing::warn!(
@@ -537,7 +539,8 @@ impl Stores {
                     );
                     std::thread::sleep(Duration::from_secs_f64(delay.min(15.0)));
                 }
-                other => return other,
+                Err((e, _)) => return Err(e),
+                Ok(d) => return Ok(d),
             }
         }
     }
@@ -548,18 +551,28 @@ impl Stores {
         r: &Remote,
         dest: &Path,
         cap: u64,
-    ) -> Result<Downloaded, StoreError> {
-        let local = |source| StoreError::Local {
-            path: dest.display().to_string(),
-            source,
+    ) -> Result<Downloaded, (StoreError, bool)> {
+        let local = |source| {
+            (
+                StoreError::Local {
+                    path: dest.display().to_string(),
+                    source,
+                },
+                false,
+            )
         };
         let res = client
             .get_opts(&r.path(), GetOptions::default())
             .await
-            .map_err(|e| StoreError::from_os(r, e))?;
-        let too_large = |what: String| StoreError::TooLarge {
-            url: r.to_string(),
-            message: what,
+            .map_err(|e| (StoreError::from_os(r, e), false))?;
+        let too_large = |what: String| {
+            (
+                StoreError::TooLarge {
+                    url: r.to_string(),
+                    message: what,
+                },
+                false,
+            )
         };
         if res.meta.size > cap {
             return Err(too_large(format!(
@@ -573,7 +586,7 @@ impl Stores {
         let mut size = 0u64;
         let mut stream = res.into_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| StoreError::from_os(r, e))?;
+            let chunk = chunk.map_err(|e| (StoreError::from_os(r, e), true))?;
             size += chunk.len() as u64;
             if size > cap {
                 return Err(too_large(format!(
