@@ -29,9 +29,9 @@ pub enum FetchError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// An object store failed (not found, denied, too large, unreachable).
+    /// An object store failed (denied, too large, unreachable).
     #[error("{0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
 }
 
 impl FetchError {
@@ -100,6 +100,16 @@ pub fn content_hash(path: &Path) -> Result<String, FetchError> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
+/// A missing object is a missing input like a missing file; the rest stays a store error.
+impl From<StoreError> for FetchError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(u) => FetchError::Missing(u),
+            e => FetchError::Store(e),
+        }
+    }
+}
+
 /// Size and modification time of any source, without reading its content (a HEAD request for
 /// an object).
 ///
@@ -109,10 +119,7 @@ pub fn stat_source(stores: &Stores, source: &Source) -> Result<InputFacts, Fetch
     match source {
         Source::Path(p) => stat(p),
         Source::Remote(r) => {
-            let meta = stores.head(r).map_err(|e| match e {
-                StoreError::NotFound(u) => FetchError::Missing(u),
-                e => FetchError::Store(e),
-            })?;
+            let meta = stores.head(r)?;
             Ok(InputFacts {
                 size: Some(meta.size as i64),
                 mtime_ns: meta.last_modified.timestamp_nanos_opt(),
@@ -157,10 +164,7 @@ pub fn fetch(
                 source: std::io::Error::other(e.to_string()),
             })?;
             let dest = folder.path().join(local_name(r));
-            let got = stores.download(r, &dest, cap).map_err(|e| match e {
-                StoreError::NotFound(u) => FetchError::Missing(u),
-                e => FetchError::Store(e),
-            })?;
+            let got = stores.download(r, &dest, cap)?;
             Ok(Fetched {
                 path: dest,
                 hash: got.hash,

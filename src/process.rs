@@ -208,11 +208,6 @@ impl<'a> Engine<'a> {
         self.sink.item_location(element)
     }
 
-    /// The object stores this engine reads from and writes to.
-    pub fn stores(&self) -> &Stores {
-        &self.stores
-    }
-
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
