@@ -270,3 +270,59 @@ fn poison_messages_are_dead_lettered_and_retryable_failures_retried() {
     assert!(text.contains("retrying"), "log:\n{text}");
     assert!(!Path::new("/etc/passwd.npy").exists());
 }
+
+#[test]
+fn an_item_longer_than_the_ack_wait_and_a_duplicate_message_run_once() {
+    let nats = Nats::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Each item takes 2.5 s (an exec stage that sleeps): over twice the 1 s ack wait. The
+    // server would hand it out again after 1 s if klio-edge did not say it is still working.
+    let cfg = config(
+        dir,
+        "\n[[exec]]\nname = \"slow\"\nprogram = \"sleep\"\nargs = [\"2.5\"]\n",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("ack_wait_s = 2", "ack_wait_s = 1");
+    std::fs::write(&cfg, text).unwrap();
+    let env = [("NATS_URL", nats.url.as_str())];
+    let (a, b) = (dir.join("a.wav"), dir.join("b.wav"));
+    write_wav(&a, 1.0, 16000, 1);
+    write_wav(&b, 1.0, 16000, 2);
+    // `a` twice (publish itself sends a path once, so the second is sent raw): both
+    // messages are held at once (-j 3).
+    let log = dir.join("publish.log");
+    let (pa, pb) = (a.to_string_lossy(), b.to_string_lossy());
+    let mut p = spawn(dir, &["publish", "--config", &cfg, &pa, &pb], &env, &log);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(60), &log), 0);
+    publish_raw(&nats.url, &[pa.as_bytes()]);
+    let log = dir.join("serve.log");
+    let mut s = spawn(
+        dir,
+        &[
+            "serve",
+            "--config",
+            &cfg,
+            "--out",
+            "out",
+            "-j",
+            "3",
+            "--until-idle",
+        ],
+        &env,
+        &log,
+    );
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(90), &log), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ledger = dir.join("out/klio-ledger.sqlite");
+    // One delivery of b, never handed out again while it ran.
+    assert_eq!(history(&ledger, &element_of(&b)), ["done"], "log:\n{text}");
+    // The duplicate of a waited for the first and found it done.
+    assert_eq!(
+        history(&ledger, &element_of(&a)),
+        ["done", "skipped"],
+        "log:\n{text}"
+    );
+    check_outputs(&dir.join("out"), &[element_of(&a), element_of(&b)]);
+}

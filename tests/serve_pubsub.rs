@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::pubsub::{decode, job, klio, Emulator, To, PROJECT};
-use common::serve::{done_elements, element_of, spawn, wait_exit, write_wav};
+use common::serve::{done_elements, element_of, history, spawn, wait_exit, write_wav};
 
 /// One emulator and its serve processes at a time: they are heavy for a 2-core machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -61,17 +61,6 @@ fn running(ledger: &Path) -> Vec<String> {
         .prepare("SELECT element FROM items WHERE state = 'running'")
         .unwrap();
     st.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-fn history(ledger: &Path, element: &str) -> Vec<String> {
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let mut st = c
-        .prepare("SELECT state FROM history WHERE element = ?1 ORDER BY id")
-        .unwrap();
-    st.query_map([element], |r| r.get(0))
         .unwrap()
         .map(Result::unwrap)
         .collect()

@@ -16,6 +16,7 @@ pub mod pubsub;
 pub mod settings;
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -125,6 +126,7 @@ async fn serve(
         poll: Duration::from_secs_f64(cfg.serve.poll_s),
         drain: Duration::from_secs_f64(cfg.serve.drain_timeout_s),
         counts: Rc::new(RefCell::new(RunCounts::default())),
+        running: Rc::default(),
     };
     match cfg.serve.source {
         SourceKind::Inbox => {
@@ -258,6 +260,8 @@ struct Driver {
     poll: Duration,
     drain: Duration,
     counts: Rc<RefCell<RunCounts>>,
+    /// Elements being worked on here, so a second message for one of them waits its turn.
+    running: Rc<RefCell<HashSet<String>>>,
 }
 
 impl Driver {
@@ -313,6 +317,7 @@ impl Driver {
                         output: self.output.clone(),
                         parser: self.parser.clone(),
                         counts: self.counts.clone(),
+                        running: self.running.clone(),
                         max_deliver,
                         backoff_s,
                     };
@@ -366,8 +371,36 @@ struct Job {
     output: Rc<Output>,
     parser: Parser,
     counts: Rc<RefCell<RunCounts>>,
+    running: Rc<RefCell<HashSet<String>>>,
     max_deliver: u32,
     backoff_s: f64,
+}
+
+/// Marks an element as running here until dropped.
+struct Running {
+    set: Rc<RefCell<HashSet<String>>>,
+    element: String,
+}
+
+impl Running {
+    /// Waits until no other event for `element` is running here, then takes it. Two
+    /// messages for one element (published twice, or redelivered while it runs) would
+    /// otherwise both do the work; run one after the other, the second finds it done.
+    async fn take(set: &Rc<RefCell<HashSet<String>>>, element: &str) -> Self {
+        while !set.borrow_mut().insert(element.to_string()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            set: set.clone(),
+            element: element.to_string(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.set.borrow_mut().remove(&self.element);
+    }
 }
 
 impl Job {
@@ -457,6 +490,7 @@ impl Job {
         let item = ev.item();
         let element = item.element.clone();
         let engine = self.engine.clone();
+        let running = Running::take(&self.running, &element).await;
         let t_work = Instant::now();
         let force = ev.force;
         let report = tokio::task::spawn_blocking(move || {
@@ -464,6 +498,7 @@ impl Job {
             engine.process(item, force)
         })
         .await;
+        drop(running);
         let r = match report {
             Ok(r) => r,
             Err(e) => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
 
 use super::event::{BadMessage, Delivery, Event, EventSource, Parser};
 use super::settings::NatsConfig;
@@ -119,6 +120,8 @@ pub struct NatsDelivery {
     attempt: u32,
     js: jetstream::Context,
     dead_subject: String,
+    /// Dropped when the delivery is settled, which stops the progress heartbeat.
+    _heartbeat: oneshot::Sender<()>,
 }
 
 impl Delivery for NatsDelivery {
@@ -165,6 +168,28 @@ impl Delivery for NatsDelivery {
     }
 }
 
+/// Tells the server "still working" every half ack wait until the returned sender is
+/// dropped, so an item that takes longer than `ack_wait_s` is not handed to a second worker
+/// while the first still runs it (a killed worker stops the heartbeat, and its message comes
+/// back after one ack wait).
+fn heartbeat(msg: &jetstream::Message, ack_wait_s: f64) -> oneshot::Sender<()> {
+    let (tx, mut rx) = oneshot::channel::<()>();
+    let (msg, every) = (msg.clone(), Duration::from_secs_f64(ack_wait_s / 2.0));
+    tokio::task::spawn_local(async move {
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                () = tokio::time::sleep(every) => {
+                    if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                        tracing::warn!("cannot extend the ack wait: {e}");
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
 impl EventSource for NatsSource {
     type Delivery = NatsDelivery;
 
@@ -206,6 +231,7 @@ impl EventSource for NatsSource {
                     let attempt = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
                     let parsed = self.parser.parse(&msg.payload);
                     let d = NatsDelivery {
+                        _heartbeat: heartbeat(&msg, self.cfg.ack_wait_s),
                         msg,
                         attempt,
                         js: self.js.clone(),

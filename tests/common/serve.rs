@@ -160,6 +160,18 @@ pub fn done_elements(ledger: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The states an element went through, oldest first, from a ledger's history.
+pub fn history(ledger: &Path, element: &str) -> Vec<String> {
+    let c = rusqlite::Connection::open(ledger).unwrap();
+    let mut st = c
+        .prepare("SELECT state FROM history WHERE element = ?1 ORDER BY id")
+        .unwrap();
+    st.query_map([element], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// `PRAGMA integrity_check` of a ledger.
 pub fn ledger_ok(ledger: &Path) -> bool {
     let c = rusqlite::Connection::open(ledger).unwrap();
