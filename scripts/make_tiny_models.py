@@ -7,6 +7,8 @@
   narrow.onnx    x [1, 100] -> y [1, 1] = mean(x)                 (a shape the config won't feed)
   mean.onnx      x [1, 512] -> y [1, 1] = mean(x)                 (values checked against the PCM)
   stats.onnx     x [1, 512] -> y [1, 3] = [mean, max, min](x)     (embedding and labels outputs)
+  batch_mean.onnx x [N, 512] -> y [N, 1] = mean(x) per row        (batches of chunks, any N)
+  axis1_mean.onnx x [N, A, B] -> y [N, B] = mean over axis 1      (feature inputs, both layouts)
 
     python scripts/make_tiny_models.py
 """
@@ -57,6 +59,10 @@ def main():
           helper.make_node("ReduceMin", ["x"], ["c"], axes=[1], keepdims=1),
           helper.make_node("Concat", ["a", "b", "c"], ["y"], axis=1)],
          [f32("x", [1, 512])], [f32("y", [1, 3])])
+    save("batch_mean", [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=1)],
+         [f32("x", ["N", 512])], [f32("y", ["N", 1])])
+    save("axis1_mean", [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=0)],
+         [f32("x", ["N", "A", "B"])], [f32("y", ["N", "B"])])
     for f in sorted(OUT.glob("*.onnx")):
         print(f.name, f.stat().st_size, "bytes")
 

@@ -671,6 +671,23 @@ impl Config {
                     m.name
                 );
             }
+            if m.input != "waveform" {
+                if !self.features.compute.contains(&m.input) {
+                    bail!(
+                        "model.input of {:?}: {:?} is neither \"waveform\" nor a feature in \
+                         features.compute ({:?})",
+                        m.name,
+                        m.input,
+                        self.features.compute
+                    );
+                }
+                if self.decode.channels != Channels::Mono {
+                    bail!(
+                        "model.input of {:?}: a feature input needs decode.channels = \"mono\"",
+                        m.name
+                    );
+                }
+            }
             if let SampleRate::Hz(hz) = self.decode.sample_rate_hz {
                 if hz != m.sample_rate_hz {
                     bail!(

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -115,13 +116,47 @@ pub struct ModelConfig {
     /// Sample rate the model expects; `decode.sample_rate_hz` must equal it. Default 16000.
     #[serde(default = "default_rate")]
     pub sample_rate_hz: u32,
-    /// New samples per chunk. Default 512.
-    #[serde(default = "default_window")]
-    pub window_samples: usize,
+    /// What the model reads: `"waveform"` (default; mono samples, input `[batch, window]`) or
+    /// the name of a feature in `features.compute` (frames of it, input `[batch, frames,
+    /// dim]` or `[batch, dim, frames]`, see `feature_layout`).
+    #[serde(default = "default_input", skip_serializing_if = "is_waveform")]
+    pub input: String,
+    /// Chunk length in seconds (rounded to whole samples or feature frames). Needed for a
+    /// feature input; for a waveform, `window_samples` + `context_samples` is the
+    /// sample-exact alternative. Default: not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<f64>,
+    /// Seconds from one chunk's start to the next (with `window_s`); below `window_s` chunks
+    /// overlap. Default `window_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop_s: Option<f64>,
+    /// Waveform: new samples per chunk (the hop). Default 512 unless `window_s` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_samples: Option<usize>,
     /// Samples of the previous chunk prepended to each chunk (zeros before the first).
     /// Default 0.
     #[serde(default)]
     pub context_samples: usize,
+    /// The last chunk, when the item ends inside it: `"zeros"` (default: padded with
+    /// zeros) or `"drop"` (left out; an item shorter than one chunk then fails as
+    /// `too_short`).
+    #[serde(default, skip_serializing_if = "PadLast::is_zeros")]
+    pub pad_last: PadLast,
+    /// Feature input: `"time_major"` (default, `[batch, frames, dim]`) or
+    /// `"feature_major"` (`[batch, dim, frames]`, librosa's orientation).
+    #[serde(default, skip_serializing_if = "FeatureLayout::is_time_major")]
+    pub feature_layout: FeatureLayout,
+    /// Chunks per model call (the model's first axis must then be free). Chunks of several
+    /// items are batched together: a call waits up to `batch_wait_ms` for other workers'
+    /// chunks. Not with `state` (each item carries its own). Default 1.
+    #[serde(default = "default_batch", skip_serializing_if = "is_one")]
+    pub batch_size: usize,
+    /// How long a part-filled batch waits for other items' chunks. Default 5 ms.
+    #[serde(
+        default = "default_batch_wait",
+        skip_serializing_if = "is_default_wait"
+    )]
+    pub batch_wait_ms: f64,
     /// Recurrent state: second input, second output. Default none.
     #[serde(default)]
     pub state: Option<StateConfig>,
@@ -150,6 +185,59 @@ pub struct ModelConfig {
 fn default_threads() -> usize {
     1
 }
+fn default_input() -> String {
+    "waveform".into()
+}
+fn is_waveform(s: &str) -> bool {
+    s == "waveform"
+}
+fn default_batch() -> usize {
+    1
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+fn default_batch_wait() -> f64 {
+    5.0
+}
+#[allow(clippy::trivially_copy_pass_by_ref, clippy::float_cmp)]
+fn is_default_wait(v: &f64) -> bool {
+    *v == default_batch_wait()
+}
+
+/// `pad_last`: what happens to a last chunk the item ends inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PadLast {
+    /// Padded with zeros (default).
+    #[default]
+    Zeros,
+    /// Left out.
+    Drop,
+}
+
+impl PadLast {
+    fn is_zeros(&self) -> bool {
+        *self == PadLast::Zeros
+    }
+}
+
+/// `feature_layout`: the axis order of a feature input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureLayout {
+    /// `[batch, frames, dim]` (default).
+    #[default]
+    TimeMajor,
+    /// `[batch, dim, frames]`.
+    FeatureMajor,
+}
+
+impl FeatureLayout {
+    fn is_time_major(&self) -> bool {
+        *self == FeatureLayout::TimeMajor
+    }
+}
 fn default_top_k() -> usize {
     5
 }
@@ -159,9 +247,6 @@ fn default_backend() -> Backend {
 }
 fn default_rate() -> u32 {
     16000
-}
-fn default_window() -> usize {
-    512
 }
 fn default_output() -> OutputKind {
     OutputKind::Segments
@@ -193,11 +278,43 @@ impl ModelConfig {
         if !(1..=256).contains(&self.threads) {
             bail!("model.threads of {n:?}: must be in 1..=256");
         }
-        if !(1..=1 << 20).contains(&self.window_samples) {
-            bail!("model.window_samples of {n:?}: must be in 1..=1048576");
+        if let Some(w) = self.window_samples {
+            if !(1..=1 << 20).contains(&w) {
+                bail!("model.window_samples of {n:?}: must be in 1..=1048576");
+            }
         }
         if self.context_samples > 1 << 20 {
             bail!("model.context_samples of {n:?}: must be at most 1048576");
+        }
+        match (self.window_s, self.hop_s) {
+            (Some(_), _) if self.window_samples.is_some() || self.context_samples > 0 => bail!(
+                "model {n:?}: window_s cannot be combined with window_samples / context_samples \
+                 (use one way to set the chunks)"
+            ),
+            (None, Some(_)) => bail!("model.hop_s of {n:?}: needs window_s"),
+            (None, None) if self.input != "waveform" => {
+                bail!("model.window_s of {n:?}: a feature input needs its chunk length in seconds")
+            }
+            _ => {}
+        }
+        for (key, v) in [("window_s", self.window_s), ("hop_s", self.hop_s)] {
+            if let Some(v) = v {
+                if !(v > 0.0 && v <= 3600.0) {
+                    bail!("model.{key} of {n:?}: must be in (0, 3600] seconds, not {v}");
+                }
+            }
+        }
+        if !(1..=4096).contains(&self.batch_size) {
+            bail!("model.batch_size of {n:?}: must be in 1..=4096");
+        }
+        if self.batch_size > 1 && self.state.is_some() {
+            bail!(
+                "model.batch_size of {n:?}: a model with state runs one chunk at a time \
+                 (each item carries its own state); set batch_size = 1"
+            );
+        }
+        if !(0.0..=10_000.0).contains(&self.batch_wait_ms) {
+            bail!("model.batch_wait_ms of {n:?}: must be in 0..=10000");
         }
         if let Some(s) = &self.state {
             if s.shape.is_empty() || s.shape.iter().product::<usize>() > 1 << 24 {
@@ -239,6 +356,16 @@ pub enum InferError {
         /// The runtime's message.
         message: String,
     },
+    /// `pad_last = "drop"` and the item is shorter than one chunk.
+    #[error("model {model}: the item has {frames} input frame(s), shorter than one chunk of {win} (pad_last = \"drop\")")]
+    TooShort {
+        /// Model name.
+        model: String,
+        /// Input frames (samples for a waveform).
+        frames: u64,
+        /// Frames per chunk.
+        win: usize,
+    },
     /// The model produced NaN or infinity.
     #[error("model {model}: non-finite output at chunk {chunk}")]
     NonFinite {
@@ -255,6 +382,7 @@ impl InferError {
         match self {
             InferError::Rate { .. } => "model_rate",
             InferError::Run { .. } => "model_run",
+            InferError::TooShort { .. } => "too_short",
             InferError::NonFinite { .. } => "model_non_finite",
         }
     }
@@ -275,6 +403,8 @@ pub struct LoadedModel {
     runtime: Runtime,
     sha256: String,
     labels: Vec<String>,
+    /// `batch_size > 1`: the queue that batches chunks across items.
+    batcher: Option<crate::infer_batch::Batcher>,
 }
 
 /// Every configured model, loaded once.
@@ -352,11 +482,18 @@ impl InferStage {
                     text.lines().map(|l| l.trim().to_string()).collect()
                 }
             };
+            let batcher = (cfg.batch_size > 1).then(|| {
+                crate::infer_batch::Batcher::new(
+                    cfg.batch_size,
+                    Duration::from_secs_f64(cfg.batch_wait_ms / 1000.0),
+                )
+            });
             models.push(LoadedModel {
                 cfg: cfg.clone(),
                 runtime,
                 sha256: sha,
                 labels,
+                batcher,
             });
         }
         Ok(InferStage { models, identity })
@@ -372,30 +509,47 @@ impl InferStage {
         &self.identity
     }
 
-    /// One runner per model for an item whose audio is at `rate` Hz.
+    /// One runner per model for an item whose audio is at `rate` Hz; feature inputs come
+    /// in frames `feature_hop` samples apart.
     ///
     /// # Errors
     /// [`InferError::Rate`] when the rate is not the model's.
-    pub fn start(&self, rate: u32) -> Result<Vec<ModelRun<'_>>, InferError> {
+    pub fn start(&self, rate: u32, feature_hop: usize) -> Result<Vec<ModelRun<'_>>, InferError> {
         self.models
             .iter()
             .map(|m| {
-                if m.cfg.sample_rate_hz != rate {
+                let cfg = &m.cfg;
+                if cfg.sample_rate_hz != rate {
                     return Err(InferError::Rate {
-                        model: m.cfg.name.clone(),
+                        model: cfg.name.clone(),
                         got: rate,
-                        want: m.cfg.sample_rate_hz,
+                        want: cfg.sample_rate_hz,
                     });
                 }
-                let state = m
-                    .cfg
+                let frame_samples = if cfg.input == "waveform" {
+                    1
+                } else {
+                    feature_hop.max(1)
+                };
+                let (win, hop, lead) = match cfg.window_s {
+                    Some(w) => {
+                        let fps = f64::from(rate) / frame_samples as f64;
+                        let frames = |s: f64| ((s * fps).round() as usize).max(1);
+                        (frames(w), frames(cfg.hop_s.unwrap_or(w)), 0)
+                    }
+                    None => {
+                        let new = cfg.window_samples.unwrap_or(512);
+                        (cfg.context_samples + new, new, cfg.context_samples)
+                    }
+                };
+                let state = cfg
                     .state
                     .as_ref()
                     .map(|s| vec![0.0f32; s.shape.iter().product()]);
                 #[cfg(feature = "ort")]
                 let session = match &m.runtime {
                     Runtime::Ort(o) => Some(o.checkout().map_err(|message| InferError::Run {
-                        model: m.cfg.name.clone(),
+                        model: cfg.name.clone(),
                         message,
                     })?),
                     Runtime::Tract(_) => None,
@@ -404,32 +558,65 @@ impl InferStage {
                     model: m,
                     #[cfg(feature = "ort")]
                     session,
-                    pending: Vec::with_capacity(m.cfg.window_samples),
-                    context: vec![0.0; m.cfg.context_samples],
-                    chunk: Vec::with_capacity(m.cfg.context_samples + m.cfg.window_samples),
+                    dim: usize::from(cfg.input == "waveform"),
+                    win,
+                    hop,
+                    frame_samples,
+                    buf: Vec::new(),
+                    start: 0,
+                    skip: 0,
+                    frames_in: 0,
+                    lead,
+                    covered: 0,
+                    chunks: 0,
+                    queue: Vec::new(),
+                    queued: 0,
                     state,
                     values: Vec::new(),
+                    rows: Vec::new(),
+                    row: 0,
                     sums: Vec::new(),
-                    samples: 0,
                 })
             })
             .collect()
     }
 }
 
-/// One model over one item's mono waveform.
+/// One model over one item: its waveform (mono samples) or one of its features (frames).
+///
+/// The input is cut into chunks of `win` frames every `hop` frames, after `lead` frames of
+/// zeros (the context before the first chunk); chunks wait in `queue` until a batch is full.
 pub struct ModelRun<'m> {
     model: &'m LoadedModel,
     #[cfg(feature = "ort")]
     session: Option<ort::session::Session>,
-    pending: Vec<f32>,
-    context: Vec<f32>,
-    chunk: Vec<f32>,
+    /// Values per frame (1 for a waveform; 0 until a feature's first frames arrive).
+    dim: usize,
+    win: usize,
+    hop: usize,
+    /// Samples per frame (1, or the feature hop), for times.
+    frame_samples: usize,
+    /// Frames from `start` (in frames) on are the next chunk's.
+    buf: Vec<f32>,
+    start: usize,
+    /// Frames still to skip before the next chunk (when `hop > win`).
+    skip: usize,
+    /// Real frames pushed.
+    frames_in: u64,
+    lead: usize,
+    /// Frames (counting `lead`) covered by the chunks so far.
+    covered: u64,
+    chunks: usize,
+    queue: Vec<f32>,
+    queued: usize,
     state: Option<Vec<f32>>,
+    /// The first output value per chunk.
     values: Vec<f32>,
+    /// `tensor`: every output value per chunk, `row` per chunk.
+    rows: Vec<f32>,
+    row: usize,
     /// Per-index sums of the first output over the chunks (embedding and labels).
     sums: Vec<f64>,
-    samples: u64,
 }
 
 /// What a model produced for an item.
@@ -441,6 +628,10 @@ pub struct ModelOutput {
     pub sha256: String,
     /// One value per chunk.
     pub values: Vec<f32>,
+    /// `tensor`: every output value of every chunk, `[chunks, row]`.
+    pub rows: Vec<f32>,
+    /// `tensor`: output values per chunk.
+    pub row: usize,
     /// `embedding` and `labels`: the first output averaged over the chunks.
     pub pooled: Option<Vec<f32>>,
     /// `labels`: (label, score, index), best first, at most `top_k`.
@@ -449,68 +640,200 @@ pub struct ModelOutput {
     pub segments: Option<Vec<(u64, u64)>>,
     /// Samples seen.
     pub samples: u64,
+    /// Samples from one chunk's start to the next.
+    pub step_samples: usize,
     /// The model's config.
     pub cfg: ModelConfig,
 }
 
 impl ModelRun<'_> {
-    /// Feeds mono samples at the model's rate; full chunks run at once.
+    /// Whether this model reads the waveform (else a feature, named by its config).
+    pub fn wants_waveform(&self) -> bool {
+        self.model.cfg.input == "waveform"
+    }
+
+    /// The feature this model reads (`"waveform"` for the waveform).
+    pub fn input(&self) -> &str {
+        &self.model.cfg.input
+    }
+
+    /// Feeds mono samples at the model's rate; full chunks run as batches fill.
     ///
     /// # Errors
     /// The runtime fails or the output is not finite.
     pub fn push(&mut self, mono: &[f32]) -> Result<(), InferError> {
-        self.samples += mono.len() as u64;
-        let w = self.model.cfg.window_samples;
-        let mut rest = mono;
-        while !rest.is_empty() {
-            let take = (w - self.pending.len()).min(rest.len());
-            self.pending.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.pending.len() == w {
-                self.run_chunk()?;
+        self.push_frames(mono, 1)
+    }
+
+    /// Feeds frames of `dim` values each, frame after frame.
+    ///
+    /// # Errors
+    /// As [`Self::push`]; frames of another width than before.
+    pub fn push_frames(&mut self, data: &[f32], dim: usize) -> Result<(), InferError> {
+        if self.dim == 0 {
+            self.dim = dim;
+        }
+        if dim == 0 || dim != self.dim || !data.len().is_multiple_of(dim) {
+            return Err(self.fail(format!(
+                "input frames of {dim} values where {} were expected",
+                self.dim
+            )));
+        }
+        if self.frames_in == 0 && self.buf.is_empty() {
+            self.buf.resize(self.lead * dim, 0.0);
+        }
+        self.frames_in += (data.len() / dim) as u64;
+        let mut rest = data;
+        if self.skip > 0 {
+            let n = self.skip.min(rest.len() / dim);
+            self.skip -= n;
+            rest = &rest[n * dim..];
+        }
+        self.buf.extend_from_slice(rest);
+        let (win, hop) = (self.win * dim, self.hop * dim);
+        while self.buf.len() - self.start >= win {
+            self.emit_chunk()?;
+            if hop <= win {
+                self.start += hop;
+            } else {
+                self.start += win;
+                let extra = hop - win;
+                let have = self.buf.len() - self.start;
+                let n = extra.min(have);
+                self.start += n;
+                self.skip = (extra - n) / dim;
             }
+        }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
         }
         Ok(())
     }
 
-    fn run_chunk(&mut self) -> Result<(), InferError> {
-        let cfg = &self.model.cfg;
-        let fail = |message: String| InferError::Run {
-            model: cfg.name.clone(),
+    fn fail(&self, message: String) -> InferError {
+        InferError::Run {
+            model: self.model.cfg.name.clone(),
             message,
-        };
-        self.chunk.clear();
-        self.chunk.extend_from_slice(&self.context);
-        self.chunk.extend_from_slice(&self.pending);
-        let shape = cfg
+        }
+    }
+
+    /// Queues the chunk at `start` (zero-padded to `win` frames), in the model's layout.
+    fn emit_chunk(&mut self) -> Result<(), InferError> {
+        let (dim, win) = (self.dim, self.win);
+        let end = (self.start + win * dim).min(self.buf.len());
+        let frames = &self.buf[self.start..end];
+        let base = self.queue.len();
+        if dim > 1 && self.model.cfg.feature_layout == FeatureLayout::FeatureMajor {
+            self.queue.resize(base + win * dim, 0.0);
+            for (t, frame) in frames.chunks(dim).enumerate() {
+                for (d, v) in frame.iter().enumerate() {
+                    self.queue[base + d * win + t] = *v;
+                }
+            }
+        } else {
+            self.queue.extend_from_slice(frames);
+            self.queue.resize(base + win * dim, 0.0);
+        }
+        self.covered = (self.chunks as u64) * self.hop as u64 + win as u64;
+        self.chunks += 1;
+        self.queued += 1;
+        if self.queued >= self.model.cfg.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Runs the queued chunks (through the model's batcher when it has one).
+    fn flush(&mut self) -> Result<(), InferError> {
+        if self.queued == 0 {
+            return Ok(());
+        }
+        let (n, input) = (self.queued, std::mem::take(&mut self.queue));
+        self.queued = 0;
+        let model = self.model;
+        let cfg = &model.cfg;
+        let mut shape = vec![n, self.win];
+        if self.dim > 1 || cfg.input != "waveform" {
+            if cfg.feature_layout == FeatureLayout::FeatureMajor {
+                shape = vec![n, self.dim, self.win];
+            } else {
+                shape.push(self.dim);
+            }
+        }
+        let st_shape = cfg
             .state
             .as_ref()
-            .map(|s| s.shape.as_slice())
-            .unwrap_or(&[]);
-        let state = self.state.as_deref().map(|v| (shape, v));
-        let (out, next) = match &self.model.runtime {
-            Runtime::Tract(plan) => run_tract(plan, &self.chunk, state).map_err(fail)?,
-            #[cfg(feature = "ort")]
-            Runtime::Ort(o) => {
-                let s = self
-                    .session
-                    .as_mut()
-                    .ok_or_else(|| fail("no ONNX Runtime session".into()))?;
-                o.run(s, &self.chunk, state).map_err(fail)?
-            }
+            .map(|s| s.shape.clone())
+            .unwrap_or_default();
+        let state = self.state.take();
+        #[cfg(feature = "ort")]
+        let session = &mut self.session;
+        let mut next_state = None;
+        let mut exec = |x: &[f32], n: usize| -> Result<Vec<f32>, String> {
+            let mut shape = shape.clone();
+            shape[0] = n;
+            let st = state.as_deref().map(|v| (st_shape.as_slice(), v));
+            let (out, next) = match &model.runtime {
+                Runtime::Tract(plan) => run_tract(plan, x, &shape, st)?,
+                #[cfg(feature = "ort")]
+                Runtime::Ort(o) => {
+                    let s = session.as_mut().ok_or("no ONNX Runtime session")?;
+                    o.run(s, x, &shape, st)?
+                }
+            };
+            next_state = next;
+            Ok(out)
         };
-        if out.is_empty() || !out.iter().all(|v| v.is_finite()) {
+        let out = match &model.batcher {
+            Some(b) => b.run(n, input, &mut exec),
+            None => exec(&input, n),
+        }
+        .map_err(|m| self.fail(m))?;
+        if self.state.is_none() && cfg.state.is_some() {
+            self.state = next_state;
+        }
+        if out.is_empty() || !out.len().is_multiple_of(n) {
+            return Err(self.fail(format!(
+                "{n} chunk(s) gave {} output values: not one row per chunk",
+                out.len()
+            )));
+        }
+        let row = out.len() / n;
+        for r in out.chunks(row) {
+            self.consume(r)?;
+        }
+        Ok(())
+    }
+
+    /// Takes one chunk's output row.
+    fn consume(&mut self, out: &[f32]) -> Result<(), InferError> {
+        let cfg = &self.model.cfg;
+        if !out.iter().all(|v| v.is_finite()) {
             return Err(InferError::NonFinite {
                 model: cfg.name.clone(),
                 chunk: self.values.len(),
             });
         }
         self.values.push(out[0]);
+        if cfg.output == OutputKind::Tensor {
+            if self.row == 0 {
+                self.row = out.len();
+            }
+            if self.row != out.len() {
+                return Err(self.fail(format!(
+                    "output size changed from {} to {} between chunks",
+                    self.row,
+                    out.len()
+                )));
+            }
+            self.rows.extend_from_slice(out);
+        }
         if matches!(cfg.output, OutputKind::Embedding | OutputKind::Labels) {
             if self.sums.is_empty() {
                 self.sums = vec![0.0; out.len()];
                 if cfg.output == OutputKind::Labels && self.model.labels.len() != out.len() {
-                    return Err(fail(format!(
+                    return Err(self.fail(format!(
                         "the model gives {} scores but the labels file has {} lines",
                         out.len(),
                         self.model.labels.len()
@@ -518,45 +841,50 @@ impl ModelRun<'_> {
                 }
             }
             if self.sums.len() != out.len() {
-                return Err(fail(format!(
+                return Err(self.fail(format!(
                     "output size changed from {} to {} between chunks",
                     self.sums.len(),
                     out.len()
                 )));
             }
-            for (s, v) in self.sums.iter_mut().zip(&out) {
+            for (s, v) in self.sums.iter_mut().zip(out) {
                 *s += f64::from(*v);
             }
         }
-        if self.state.is_some() {
-            self.state = next;
-        }
-        let c = self.context.len();
-        if c > 0 {
-            let n = self.chunk.len();
-            self.context.copy_from_slice(&self.chunk[n - c..]);
-        }
-        self.pending.clear();
         Ok(())
     }
 
-    /// Runs the last, zero-padded chunk and returns the values (and segments).
+    /// Runs the last chunk (zero-padded, unless `pad_last = "drop"`) and what is still
+    /// queued, and returns the values (and segments, pooled vectors, labels).
     ///
     /// # Errors
-    /// As [`Self::push`].
+    /// As [`Self::push`]; `pad_last = "drop"` and the item is shorter than one chunk.
     pub fn finish(mut self) -> Result<ModelOutput, InferError> {
-        if !self.pending.is_empty() {
-            let w = self.model.cfg.window_samples;
-            self.pending.resize(w, 0.0);
-            self.run_chunk()?;
+        let end = self.lead as u64 + self.frames_in;
+        let uncovered = self.frames_in > 0
+            && end > self.covered.max(self.lead as u64)
+            && self.skip == 0
+            && self.buf.len() > self.lead * self.dim * usize::from(self.chunks == 0);
+        if uncovered && self.model.cfg.pad_last == PadLast::Zeros {
+            self.emit_chunk()?;
         }
+        self.flush()?;
         let cfg = &self.model.cfg;
+        if self.chunks == 0 && self.frames_in > 0 && cfg.pad_last == PadLast::Drop {
+            return Err(InferError::TooShort {
+                model: cfg.name.clone(),
+                frames: self.frames_in,
+                win: self.win,
+            });
+        }
+        let samples = self.frames_in * self.frame_samples as u64;
+        let step = self.hop * self.frame_samples;
         let segments = (cfg.output == OutputKind::Segments).then(|| {
             speech_segments(
                 &self.values,
                 cfg.sample_rate_hz,
-                cfg.window_samples,
-                self.samples,
+                step,
+                samples,
                 &cfg.segments,
             )
         });
@@ -582,22 +910,26 @@ impl ModelRun<'_> {
             pooled,
             labels,
             values: std::mem::take(&mut self.values),
+            rows: std::mem::take(&mut self.rows),
+            row: self.row,
             segments,
-            samples: self.samples,
+            samples,
+            step_samples: step,
             cfg: cfg.clone(),
         })
     }
 }
 
-/// One chunk through tract: `input` as `[1, n]`, then the state; the first output (all of
+/// One call through tract: `input` in `shape`, then the state; the first output (all of
 /// it, flattened) and the second output (the next state) when there is a state.
 fn run_tract(
     plan: &Arc<Plan>,
     input: &[f32],
+    shape: &[usize],
     state: Option<(&[usize], &[f32])>,
 ) -> Result<(Vec<f32>, Option<Vec<f32>>), String> {
     let err = |e: TractError| format!("{e:#}");
-    let x = Tensor::from_shape(&[1, input.len()], input).map_err(err)?;
+    let x = Tensor::from_shape(shape, input).map_err(err)?;
     let mut inputs: TVec<TValue> = tvec!(x.into());
     if let Some((shape, values)) = state {
         inputs.push(Tensor::from_shape(shape, values).map_err(err)?.into());
@@ -751,7 +1083,7 @@ pub fn segments_json(o: &ModelOutput) -> serde_json::Value {
         "sha256": o.sha256,
         "backend": o.cfg.backend,
         "sample_rate_hz": o.cfg.sample_rate_hz,
-        "chunk_s": o.cfg.window_samples as f64 / rate,
+        "chunk_s": o.step_samples as f64 / rate,
         "chunks": o.values.len(),
         "threshold": o.cfg.segments.threshold,
         "speech_s": o.segments.as_deref().unwrap_or_default().iter().map(|&(a, b)| (b - a) as f64 / rate).sum::<f64>(),

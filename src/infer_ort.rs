@@ -160,7 +160,7 @@ impl OrtModel {
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(s);
     }
 
-    /// Runs one chunk: `input` as `[1, n]`, then `state` (with its shape) if any. Returns the
+    /// Runs one call: `input` in `shape`, then `state` (with its shape) if any. Returns the
     /// first output (flattened) and, with a state, the second output.
     ///
     /// # Errors
@@ -169,10 +169,11 @@ impl OrtModel {
         &self,
         s: &mut Session,
         input: &[f32],
+        shape: &[usize],
         state: Option<(&[usize], &[f32])>,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>), String> {
         let e = |e: ort::Error| e.to_string();
-        let x = Tensor::from_array((vec![1usize, input.len()], input.to_vec())).map_err(e)?;
+        let x = Tensor::from_array((shape.to_vec(), input.to_vec())).map_err(e)?;
         let mut feed: Vec<(String, ort::session::SessionInputValue<'_>)> =
             vec![(self.inputs.first().cloned().unwrap_or_default(), x.into())];
         if let Some((shape, values)) = state {

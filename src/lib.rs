@@ -13,6 +13,7 @@ pub mod features;
 pub mod fetch;
 pub mod fuzzing;
 pub mod infer;
+pub mod infer_batch;
 #[cfg(feature = "ort")]
 pub mod infer_ort;
 pub mod inputs;

@@ -695,7 +695,10 @@ fn decode_and_features(
             n.saturating_mul(info.sample_rate_hz as u64) / info.source_sample_rate_hz.max(1) as u64;
         writer.expect_frames(out / ctx.cfg.features.hop_length.max(1) as u64 + 2);
     }
-    let mut runs = ctx.infer.start(info.sample_rate_hz)?;
+    let mut runs = ctx
+        .infer
+        .start(info.sample_rate_hz, ctx.cfg.features.hop_length)?;
+    let waveform_models = runs.iter().any(crate::infer::ModelRun::wants_waveform);
     let mut infer_t = Duration::ZERO;
     let mut mono = Vec::new();
     let limit = Duration::from_secs_f64(ctx.cfg.run.item_timeout_s);
@@ -713,7 +716,7 @@ fn decode_and_features(
         let block = stream.next_block()?;
         decode_t += t.elapsed();
         let Some(block) = block else { break };
-        if !runs.is_empty() {
+        if waveform_models {
             let t = Instant::now();
             let samples: &[f32] = if block.len() == 1 {
                 &block[0]
@@ -725,7 +728,7 @@ fn decode_and_features(
                 );
                 &mono
             };
-            for r in &mut runs {
+            for r in runs.iter_mut().filter(|r| r.wants_waveform()) {
                 r.push(samples)?;
             }
             infer_t += t.elapsed();
@@ -755,6 +758,30 @@ fn decode_and_features(
         let t = Instant::now();
         writer.write_features(&fin, staging)?;
         *sink_t += t.elapsed();
+        // Models that read a feature take its frames from the file just written.
+        let t = Instant::now();
+        for r in runs.iter_mut().filter(|r| !r.wants_waveform()) {
+            let (shape, values) =
+                crate::sink::read_npy(&staging.path().join(format!("{}.npy", r.input())))?;
+            let [dim, frames] = shape[..] else {
+                return Err(ItemError {
+                    kind: "model_run",
+                    message: format!(
+                        "feature {} has shape {shape:?}, not [dim, frames]",
+                        r.input()
+                    ),
+                });
+            };
+            let (dim, frames) = (dim as usize, frames as usize);
+            let mut by_frame = vec![0.0f32; values.len()];
+            for (d, row) in values.chunks(frames.max(1)).enumerate() {
+                for (t, v) in row.iter().enumerate() {
+                    by_frame[t * dim + d] = *v;
+                }
+            }
+            r.push_frames(&by_frame, dim)?;
+        }
+        infer_t += t.elapsed();
     }
     let mut models = Vec::new();
     if !runs.is_empty() {
@@ -782,9 +809,25 @@ fn decode_and_features(
                     (f, Some(scores))
                 }
             };
-            if let (Some(npy), OutputKind::Segments | OutputKind::Tensor) = (&values, o.cfg.output)
-            {
-                crate::sink::write_npy(&staging.path().join(npy), &[o.values.len()], &o.values)?;
+            match (&values, o.cfg.output) {
+                (Some(npy), OutputKind::Segments) => {
+                    crate::sink::write_npy(
+                        &staging.path().join(npy),
+                        &[o.values.len()],
+                        &o.values,
+                    )?;
+                }
+                (Some(npy), OutputKind::Tensor) => {
+                    // One value per chunk: `[chunks]`; more: `[chunks, values]`.
+                    let chunks = o.values.len();
+                    let shape = if o.row <= 1 {
+                        vec![chunks]
+                    } else {
+                        vec![chunks, o.row]
+                    };
+                    crate::sink::write_npy(&staging.path().join(npy), &shape, &o.rows)?;
+                }
+                _ => {}
             }
             models.push(json!({
                 "name": o.name, "sha256": o.sha256, "backend": o.cfg.backend,

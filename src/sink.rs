@@ -693,6 +693,22 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), SinkE
     fs::write(path, bytes).map_err(io(path))
 }
 
+/// Reads a float32 C-order `.npy` (as this sink writes them): its shape and values.
+///
+/// # Errors
+/// The file cannot be read or is not such an array.
+pub fn read_npy(path: &Path) -> Result<(Vec<u64>, Vec<f32>), SinkError> {
+    let read = || -> std::io::Result<(Vec<u64>, Vec<f32>)> {
+        let npy = npyz::NpyFile::new(std::io::BufReader::new(File::open(path)?))?;
+        if npy.order() != npyz::Order::C {
+            return Err(std::io::Error::other("not in C order"));
+        }
+        let shape = npy.shape().to_vec();
+        Ok((shape, npy.into_vec::<f32>()?))
+    };
+    read().map_err(io(path))
+}
+
 /// An NPY 1.0 header for little-endian float32 in C order, padded to a multiple of 64 bytes.
 fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -718,9 +734,7 @@ mod tests {
     use std::sync::Arc;
 
     fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
-        let npy = npyz::NpyFile::new(File::open(path).unwrap()).unwrap();
-        assert_eq!(npy.order(), npyz::Order::C);
-        (npy.shape().to_vec(), npy.into_vec::<f32>().unwrap())
+        super::read_npy(path).unwrap()
     }
 
     /// Streams a stereo signal into an item writer and compares every file with the

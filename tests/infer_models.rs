@@ -233,3 +233,171 @@ fn embedding_and_labels_pool_the_chunks_on_both_backends() {
         "{failed}"
     );
 }
+
+/// The chunk starts (in frames) for `len` frames cut into `win` every `hop`, the last one
+/// zero-padded when the input ends inside it: the rule `pad_last = "zeros"` documents.
+fn chunk_starts(len: usize, win: usize, hop: usize) -> Vec<usize> {
+    let mut starts: Vec<usize> = (0..)
+        .map(|k| k * hop)
+        .take_while(|s| s + win <= len)
+        .collect();
+    let covered = starts.last().map_or(0, |s| s + win);
+    if len > covered {
+        starts.push(starts.len() * hop);
+    }
+    starts
+}
+
+/// The mean of `x[s..s + win]`, the frames past the end counting as zeros.
+fn padded_mean(x: &[f32], s: usize, win: usize) -> f64 {
+    x[s.min(x.len())..(s + win).min(x.len())]
+        .iter()
+        .map(|&v| f64::from(v))
+        .sum::<f64>()
+        / win as f64
+}
+
+#[test]
+fn overlapping_chunks_batched_across_items_match_the_pcm() {
+    let dir = tempfile::tempdir().unwrap();
+    for b in BACKENDS {
+        // 512 samples every 256 (0.032 s / 0.016 s at 16 kHz), 8 chunks per model call: the
+        // two items' chunks share calls, and the batch's rows go back to their own item.
+        let extra = format!(
+            "backend = \"{b}\"\nwindow_s = 0.032\nhop_s = 0.016\nbatch_size = 8\nbatch_wait_ms = 20\n"
+        );
+        let cfg = config(dir.path(), "batch_mean", &extra);
+        let out = format!("out-{b}");
+        let (code, s) = run(dir.path(), &cfg, &out);
+        assert_eq!((code, count(&s, "done")), (0, 2), "{b}: {s}");
+        for item in item_dirs(&dir.path().join(&out)) {
+            let meta = read_json(&item.join("meta.json"));
+            let pcm = wav_samples(Path::new(meta["source"].as_str().unwrap()));
+            let starts = chunk_starts(pcm.len(), 512, 256);
+            let (shape, v) = read_npy(&item.join("m.npy"));
+            assert_eq!(shape, vec![starts.len()], "{b}");
+            for (i, (got, s)) in v.iter().zip(&starts).enumerate() {
+                let want = padded_mean(&pcm, *s, 512);
+                assert!(
+                    (f64::from(*got) - want).abs() < 1e-5,
+                    "{b}: chunk {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+    // A model whose first axis is fixed at 1 cannot take a batch: a clear error per item.
+    let cfg = config(dir.path(), "mean", "batch_size = 4\n");
+    let (code, s) = run(dir.path(), &cfg, "fixed");
+    assert_eq!((code, count(&s, "failed")), (1, 2), "{s}");
+}
+
+#[test]
+fn a_feature_input_runs_on_frame_chunks_in_both_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    for b in BACKENDS {
+        for layout in ["time_major", "feature_major"] {
+            // log-mel at hop 512 (31.25 frames/s): 0.5 s = 16 frames every 0.25 s = 8 frames.
+            let extra = format!(
+                "backend = \"{b}\"\ninput = \"log_mel\"\nwindow_s = 0.5\nhop_s = 0.25\nfeature_layout = \"{layout}\"\n"
+            );
+            let cfg = config(dir.path(), "axis1_mean", &extra);
+            let text = std::fs::read_to_string(&cfg)
+                .unwrap()
+                .replace("compute = []", "compute = [\"log_mel\"]");
+            std::fs::write(&cfg, text).unwrap();
+            let out = format!("out-{b}-{layout}");
+            let (code, s) = run(dir.path(), &cfg, &out);
+            assert_eq!((code, count(&s, "done")), (0, 2), "{b} {layout}: {s}");
+            for item in item_dirs(&dir.path().join(&out)) {
+                // [n_mels, frames], as librosa.
+                let (fshape, mel) = read_npy(&item.join("log_mel.npy"));
+                let (dims, frames) = (fshape[0], fshape[1]);
+                let starts = chunk_starts(frames, 16, 8);
+                let (shape, v) = read_npy(&item.join("m.npy"));
+                let row = if layout == "time_major" { dims } else { 16 };
+                assert_eq!(shape, vec![starts.len(), row], "{b} {layout}");
+                for (c, s) in starts.iter().enumerate() {
+                    for r in 0..row {
+                        // time_major: mean over the chunk's frames of mel r; feature_major:
+                        // mean over the mels of frame s + r (zero past the end).
+                        let want = if layout == "time_major" {
+                            padded_mean(&mel[r * frames..(r + 1) * frames], *s, 16)
+                        } else if s + r < frames {
+                            (0..dims)
+                                .map(|d| f64::from(mel[d * frames + s + r]))
+                                .sum::<f64>()
+                                / dims as f64
+                        } else {
+                            0.0
+                        };
+                        let got = f64::from(v[c * row + r]);
+                        assert!(
+                            (got - want).abs() < 1e-3,
+                            "{b} {layout}: chunk {c} value {r}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pad_last_drop_leaves_out_the_partial_chunk_and_refuses_a_short_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "mean",
+        "window_s = 0.032\npad_last = \"drop\"\n",
+    );
+    let (code, s) = run(dir.path(), &cfg, "drop");
+    assert_eq!((code, count(&s, "done")), (0, 2), "{s}");
+    for item in item_dirs(&dir.path().join("drop")) {
+        let meta = read_json(&item.join("meta.json"));
+        let pcm = wav_samples(Path::new(meta["source"].as_str().unwrap()));
+        let (shape, _) = read_npy(&item.join("m.npy"));
+        assert_eq!(shape, vec![pcm.len() / 512]);
+    }
+    // 300 samples: shorter than one chunk.
+    let short = dir.path().join("short.wav");
+    serve::write_wav(&short, 300.0 / 16000.0, 16000, 3);
+    let (code, s) = process(
+        dir.path(),
+        &[short.to_str().unwrap(), "--config", &cfg, "--out", "short"],
+    );
+    assert_eq!((code, count(&s, "failed")), (1, 1), "{s}");
+    let o = klio(
+        dir.path(),
+        &["ledger", "failed", "--json", "--out", "short"],
+    );
+    let failed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(failed[0]["error_kind"], "too_short", "{failed}");
+}
+
+#[test]
+fn chunking_and_batching_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, needle) in [
+        (
+            "state = { shape = [1] }\nbatch_size = 2\n",
+            "one chunk at a time",
+        ),
+        (
+            "window_s = 0.5\nwindow_samples = 512\n",
+            "cannot be combined",
+        ),
+        ("hop_s = 0.5\n", "needs window_s"),
+        ("input = \"log_mel\"\n", "chunk length in seconds"),
+        (
+            "input = \"mfcc\"\nwindow_s = 1.0\n",
+            "neither \"waveform\" nor a feature",
+        ),
+        ("window_s = -1.0\n", "must be in (0, 3600]"),
+        ("batch_size = 0\n", "1..=4096"),
+    ] {
+        let cfg = config(dir.path(), "mean", extra);
+        let o = klio(dir.path(), &["config", "validate", "--config", &cfg]);
+        assert_eq!(o.status.code(), Some(2), "{extra}");
+        assert!(stderr(&o).contains(needle), "{extra}: {}", stderr(&o));
+    }
+}
