@@ -52,6 +52,8 @@ def main():
     # The formats librosa reads without ffmpeg (soundfile/libsndfile), so both sides get all.
     exts = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
     files = sorted(p for p in CORPUS.iterdir() if p.is_file() and p.suffix in exts)
+    # Warm-up, not timed: imports, numba's compile of librosa's resampler, the first session.
+    python_vad(files[:1])
     t = time.perf_counter()
     audio = python_vad(files)
     py = time.perf_counter() - t

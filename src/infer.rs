@@ -442,18 +442,12 @@ impl InferStage {
                 }
             }
             let runtime = match cfg.backend {
-                Backend::Tract => Runtime::Tract(
-                    tract_onnx::onnx()
-                        .model_for_read(&mut &bytes[..])
-                        .and_then(|m| m.into_optimized())
-                        .and_then(|m| m.into_runnable())
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "model {n:?}: tract cannot load {}: {e:#}",
-                                cfg.path.display()
-                            )
-                        })?,
-                ),
+                Backend::Tract => Runtime::Tract(load_tract(&bytes).map_err(|e| {
+                    anyhow::anyhow!(
+                        "model {n:?}: tract cannot load {}: {e:#}",
+                        cfg.path.display()
+                    )
+                })?),
                 #[cfg(feature = "ort")]
                 Backend::Ort => {
                     let device = match cfg.device {
@@ -526,22 +520,12 @@ impl InferStage {
                         want: cfg.sample_rate_hz,
                     });
                 }
-                let frame_samples = if cfg.input == "waveform" {
-                    1
-                } else {
-                    feature_hop.max(1)
-                };
-                let (win, hop, lead) = match cfg.window_s {
-                    Some(w) => {
-                        let fps = f64::from(rate) / frame_samples as f64;
-                        let frames = |s: f64| ((s * fps).round() as usize).max(1);
-                        (frames(w), frames(cfg.hop_s.unwrap_or(w)), 0)
-                    }
-                    None => {
-                        let new = cfg.window_samples.unwrap_or(512);
-                        (cfg.context_samples + new, new, cfg.context_samples)
-                    }
-                };
+                let Geometry {
+                    win,
+                    hop,
+                    lead,
+                    frame_samples,
+                } = Geometry::of(cfg, feature_hop);
                 let state = cfg
                     .state
                     .as_ref()
@@ -558,6 +542,7 @@ impl InferStage {
                     model: m,
                     #[cfg(feature = "ort")]
                     session,
+                    tract: None,
                     dim: usize::from(cfg.input == "waveform"),
                     win,
                     hop,
@@ -590,6 +575,8 @@ pub struct ModelRun<'m> {
     model: &'m LoadedModel,
     #[cfg(feature = "ort")]
     session: Option<ort::session::Session>,
+    /// tract's run state, kept from call to call (built on the first).
+    tract: Option<TypedSimpleState>,
     /// Values per frame (1 for a waveform; 0 until a feature's first frames arrive).
     dim: usize,
     win: usize,
@@ -769,13 +756,19 @@ impl ModelRun<'_> {
         let state = self.state.take();
         #[cfg(feature = "ort")]
         let session = &mut self.session;
+        let tract_state = &mut self.tract;
         let mut next_state = None;
         let mut exec = |x: &[f32], n: usize| -> Result<Vec<f32>, String> {
             let mut shape = shape.clone();
             shape[0] = n;
             let st = state.as_deref().map(|v| (st_shape.as_slice(), v));
             let (out, next) = match &model.runtime {
-                Runtime::Tract(plan) => run_tract(plan, x, &shape, st)?,
+                Runtime::Tract(plan) => {
+                    if tract_state.is_none() {
+                        *tract_state = Some(plan.spawn().map_err(|e| format!("{e:#}"))?);
+                    }
+                    run_tract(tract_state.as_mut().expect("set above"), x, &shape, st)?
+                }
                 #[cfg(feature = "ort")]
                 Runtime::Ort(o) => {
                     let s = session.as_mut().ok_or("no ONNX Runtime session")?;
@@ -920,10 +913,57 @@ impl ModelRun<'_> {
     }
 }
 
+/// How a model's input is cut: `win` frames every `hop`, after `lead` frames of zeros; a
+/// frame is `frame_samples` samples apart.
+struct Geometry {
+    win: usize,
+    hop: usize,
+    lead: usize,
+    frame_samples: usize,
+}
+
+impl Geometry {
+    /// For audio at the model's rate (items at any other rate are refused).
+    fn of(cfg: &ModelConfig, feature_hop: usize) -> Self {
+        let frame_samples = if cfg.input == "waveform" {
+            1
+        } else {
+            feature_hop.max(1)
+        };
+        let (win, hop, lead) = match cfg.window_s {
+            Some(w) => {
+                let fps = f64::from(cfg.sample_rate_hz) / frame_samples as f64;
+                let frames = |s: f64| ((s * fps).round() as usize).max(1);
+                (frames(w), frames(cfg.hop_s.unwrap_or(w)), 0)
+            }
+            None => {
+                let new = cfg.window_samples.unwrap_or(512);
+                (cfg.context_samples + new, new, cfg.context_samples)
+            }
+        };
+        Geometry {
+            win,
+            hop,
+            lead,
+            frame_samples,
+        }
+    }
+}
+
+/// Loads a model into tract, with the input shapes the file declares. (Fixing them at load,
+/// `[1, window]`, made Silero VAD no faster, and a model that refuses the shape would stop
+/// the run instead of failing its items.)
+fn load_tract(bytes: &[u8]) -> TractResult<Arc<Plan>> {
+    tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])?
+        .into_optimized()?
+        .into_runnable()
+}
+
 /// One call through tract: `input` in `shape`, then the state; the first output (all of
 /// it, flattened) and the second output (the next state) when there is a state.
 fn run_tract(
-    plan: &Arc<Plan>,
+    plan: &mut TypedSimpleState,
     input: &[f32],
     shape: &[usize],
     state: Option<(&[usize], &[f32])>,
