@@ -147,11 +147,12 @@ pub struct ModelConfig {
     #[serde(default, skip_serializing_if = "FeatureLayout::is_time_major")]
     pub feature_layout: FeatureLayout,
     /// Chunks per model call (the model's first axis must then be free). Chunks of several
-    /// items are batched together: a call waits up to `batch_wait_ms` for other workers'
-    /// chunks. Not with `state` (each item carries its own). Default 1.
+    /// items are batched together (see `batch_wait_ms`). Not with `state` (each item carries
+    /// its own). Default 1.
     #[serde(default = "default_batch", skip_serializing_if = "is_one")]
     pub batch_size: usize,
-    /// How long a part-filled batch waits for other items' chunks. Default 5 ms.
+    /// How long a part-filled batch waits for other items' chunks. Default 0: a call takes
+    /// what is queued (chunks that came in while the previous call ran).
     #[serde(
         default = "default_batch_wait",
         skip_serializing_if = "is_default_wait"
@@ -198,7 +199,7 @@ fn is_one(n: &usize) -> bool {
     *n == 1
 }
 fn default_batch_wait() -> f64 {
-    5.0
+    0.0
 }
 #[allow(clippy::trivially_copy_pass_by_ref, clippy::float_cmp)]
 fn is_default_wait(v: &f64) -> bool {
@@ -538,6 +539,9 @@ impl InferStage {
                     })?),
                     Runtime::Tract(_) => None,
                 };
+                if let Some(b) = &m.batcher {
+                    b.enter();
+                }
                 Ok(ModelRun {
                     model: m,
                     #[cfg(feature = "ort")]
@@ -999,9 +1003,12 @@ fn run_tract(
     Ok((v, next))
 }
 
-#[cfg(feature = "ort")]
 impl Drop for ModelRun<'_> {
     fn drop(&mut self) {
+        if let Some(b) = &self.model.batcher {
+            b.leave();
+        }
+        #[cfg(feature = "ort")]
         if let (Some(s), Runtime::Ort(o)) = (self.session.take(), &self.model.runtime) {
             o.give_back(s);
         }

@@ -2,7 +2,8 @@
 //!
 //! Each worker hands its chunks (at most `batch_size` at a time) to the model's [`Batcher`]
 //! and blocks. One waiting worker leads: it waits up to `batch_wait_ms` for the queue to
-//! hold a full batch, takes whole requests up to `batch_size` chunks (its own or others'),
+//! hold a full batch (or a request from every item run in progress, when no one else can
+//! add to it), takes whole requests up to `batch_size` chunks (its own or others'),
 //! runs them in one call with its own session, and hands every request its rows of the
 //! output. Then the next waiting worker leads. No thread of its own, nothing to shut down.
 
@@ -29,6 +30,9 @@ struct Queue {
     /// (request id, chunks, values)
     pending: VecDeque<(u64, usize, Vec<f32>)>,
     pending_chunks: usize,
+    /// Item runs that may still send chunks: a leader stops waiting once each has a request
+    /// queued (no one else can add to the batch).
+    active: usize,
     leading: bool,
     done: HashMap<u64, Result<Vec<f32>, String>>,
 }
@@ -42,6 +46,18 @@ impl Batcher {
             q: Mutex::new(Queue::default()),
             cv: Condvar::new(),
         }
+    }
+
+    /// An item run starts sending chunks.
+    pub fn enter(&self) {
+        self.q.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
+    }
+
+    /// An item run is finished (or dropped).
+    pub fn leave(&self) {
+        let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
+        q.active = q.active.saturating_sub(1);
+        self.cv.notify_all();
     }
 
     /// Runs `chunks` chunks (`values`, one after another) in a batch, maybe with other
@@ -73,7 +89,7 @@ impl Batcher {
             }
             q.leading = true;
             let deadline = Instant::now() + self.wait;
-            while q.pending_chunks < self.max {
+            while q.pending_chunks < self.max && q.pending.len() < q.active {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -156,12 +172,14 @@ mod tests {
 
     #[test]
     fn requests_of_many_threads_share_calls_and_get_their_own_rows() {
-        let b = Arc::new(Batcher::new(8, Duration::from_millis(50)));
+        let b = Arc::new(Batcher::new(8, Duration::from_secs(5)));
         let calls = Arc::new(AtomicUsize::new(0));
         let widest = Arc::new(AtomicUsize::new(0));
+        let t0 = std::time::Instant::now();
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let (b, calls, widest) = (b.clone(), calls.clone(), widest.clone());
+                b.enter();
                 std::thread::spawn(move || {
                     for r in 0..10 {
                         // 2 chunks of 3 values, distinct per thread and request.
@@ -170,12 +188,15 @@ mod tests {
                         let out = b.run(2, v, &mut summing(&calls, &widest)).unwrap();
                         assert_eq!(out, vec![3.0 * base, 3.0 * (base + 1.0)]);
                     }
+                    b.leave();
                 })
             })
             .collect();
         for t in threads {
             t.join().unwrap();
         }
+        // Never waited out the 5 s: a batch stops waiting once every run has a request in.
+        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
         let calls = calls.load(Ordering::SeqCst);
         // 80 chunks in calls of at most 8: fewer calls than the 40 requests.
         assert!(calls < 40, "{calls} calls for 40 requests");
