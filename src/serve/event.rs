@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::klio::{self, Intake, KlioConfig};
-use super::settings::MessageFormat;
+use super::settings::{MessageFormat, ServeConfig};
 use crate::item::{ItemRef, Source};
 
 /// Longest message accepted, in bytes (a path or a small JSON object).
@@ -158,6 +158,14 @@ pub struct Parser {
 }
 
 impl Parser {
+    /// The parser `[serve]` configures (`message_format`, `[serve.klio]`).
+    pub fn new(cfg: &ServeConfig) -> Self {
+        Parser {
+            format: cfg.message_format,
+            klio: cfg.klio.clone(),
+        }
+    }
+
     /// A body as an event, or the reason it is refused.
     ///
     /// # Errors

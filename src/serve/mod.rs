@@ -112,10 +112,7 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::task::spawn_local(signals(stop_tx, health.clone()));
     tokio::task::spawn_local(probe_ledger(engine.clone(), health.clone()));
-    let parser = Parser {
-        format: cfg.serve.message_format,
-        klio: cfg.serve.klio.clone(),
-    };
+    let parser = Parser::new(&cfg.serve);
     let mut driver = Driver {
         engine,
         health,
@@ -437,10 +434,11 @@ impl Job {
                     m.count("ping");
                     match self.send_output(&ev, None).await {
                         Ok(()) => d.ack().await,
-                        Err(e) => d
-                            .retry(Duration::from_secs_f64(self.backoff_s))
-                            .await
-                            .and(Err(e)),
+                        Err(e) => {
+                            tracing::warn!(element = %k.element, stage = "output", "{e:#}; retrying the ping");
+                            m.count("retried");
+                            d.retry(Duration::from_secs_f64(self.backoff_s)).await
+                        }
                     }
                 }
                 _ => self.run_item(ev, d, t0).await,
@@ -630,10 +628,7 @@ pub fn publish(cfg: &Config, req: &PublishRequest) -> Result<usize> {
             }
         })
         .collect();
-    let parser = Parser {
-        format: cfg.serve.message_format,
-        klio: cfg.serve.klio.clone(),
-    };
+    let parser = Parser::new(&cfg.serve);
     match cfg.serve.source {
         SourceKind::Nats => {
             let n = &cfg.serve.nats;
