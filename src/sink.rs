@@ -289,14 +289,25 @@ impl Sink {
             Out::Dir(d) => d.join(element),
             Out::Store { prefix, stores } => {
                 let item = prefix.join(element);
+                // A rewrite takes the old meta.json away first: while data objects are
+                // replaced, no meta.json describes a mix of old and new.
+                let prefix_key = format!("{}/", item.key());
+                let before = stores.list(&item)?;
+                let rel = |obj: &Remote| {
+                    obj.key()
+                        .strip_prefix(&prefix_key)
+                        .unwrap_or(obj.key())
+                        .to_string()
+                };
+                if before.iter().any(|(o, _)| rel(o) == "meta.json") {
+                    stores.delete(&item.join("meta.json"))?;
+                }
                 for (tmp, name) in staged.iter().filter(|(_, n)| n != "meta.json") {
                     stores.upload(tmp, &item.join(name))?;
                 }
-                let prefix_key = format!("{}/", item.key());
-                for (obj, _) in stores.list(&item)? {
-                    let rel = obj.key().strip_prefix(&prefix_key).unwrap_or(obj.key());
-                    if !names.iter().any(|n| n == rel) {
-                        stores.delete(&obj)?;
+                for (obj, _) in &before {
+                    if !names.contains(&rel(obj)) {
+                        stores.delete(obj)?;
                     }
                 }
                 let (tmp, _) = staged.last().expect("meta.json was pushed");
@@ -308,7 +319,14 @@ impl Sink {
             }
         };
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        // Stale outputs first, so meta.json never describes files that are not there.
+        // The old meta.json goes first and the new one comes last, so while the data files
+        // are replaced no meta.json describes a mix of old and new.
+        match fs::remove_file(dir.join("meta.json")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&dir.join("meta.json"))(e)),
+        }
+        // Stale outputs next, so the new meta.json never describes files that are not there.
         if let Ok(entries) = fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
