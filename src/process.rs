@@ -761,25 +761,18 @@ fn decode_and_features(
         // Models that read a feature take its frames from the file just written.
         let t = Instant::now();
         for r in runs.iter_mut().filter(|r| !r.wants_waveform()) {
-            let (shape, values) =
-                crate::sink::read_npy(&staging.path().join(format!("{}.npy", r.input())))?;
-            let [dim, frames] = shape[..] else {
+            // Validation checked the name; its file is [dim, frames] (mono).
+            let Some(feature) = klio_dsp::Feature::from_name(r.input()) else {
                 return Err(ItemError {
                     kind: "model_run",
-                    message: format!(
-                        "feature {} has shape {shape:?}, not [dim, frames]",
-                        r.input()
-                    ),
+                    message: format!("model input {:?} is not a feature", r.input()),
                 });
             };
-            let (dim, frames) = (dim as usize, frames as usize);
-            let mut by_frame = vec![0.0f32; values.len()];
-            for (d, row) in values.chunks(frames.max(1)).enumerate() {
-                for (t, v) in row.iter().enumerate() {
-                    by_frame[t * dim + d] = *v;
-                }
-            }
-            r.push_frames(&by_frame, dim)?;
+            let path = staging.path().join(format!("{}.npy", r.input()));
+            let (dim, frames) = (fin.dim(feature), fin.frames(feature) as usize);
+            crate::sink::for_each_frame_tile(&path, dim, frames, 4096, |tile| {
+                r.push_frames(tile, dim).map_err(ItemError::from)
+            })?;
         }
         infer_t += t.elapsed();
     }

@@ -711,20 +711,42 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), SinkE
     fs::write(path, bytes).map_err(io(path))
 }
 
-/// Reads a float32 C-order `.npy` (as this sink writes them): its shape and values.
+/// Reads a `[dim, frames]` float32 `.npy` written by this sink (NPY 1.0, C order) frame by
+/// frame: `f` gets `tile` frames at a time, frame-major (`n * dim` values), so memory stays at
+/// one tile however long the item.
 ///
 /// # Errors
-/// The file cannot be read or is not such an array.
-pub fn read_npy(path: &Path) -> Result<(Vec<u64>, Vec<f32>), SinkError> {
-    let read = || -> std::io::Result<(Vec<u64>, Vec<f32>)> {
-        let npy = npyz::NpyFile::new(std::io::BufReader::new(File::open(path)?))?;
-        if npy.order() != npyz::Order::C {
-            return Err(std::io::Error::other("not in C order"));
+/// The file cannot be read (as a [`SinkError`]), or `f`'s error.
+pub fn for_each_frame_tile<E: From<SinkError>>(
+    path: &Path,
+    dim: usize,
+    frames: usize,
+    tile: usize,
+    mut f: impl FnMut(&[f32]) -> Result<(), E>,
+) -> Result<(), E> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path).map_err(io(path))?;
+    let mut head = [0u8; 10];
+    file.read_exact_at(&mut head, 0).map_err(io(path))?;
+    let base = 10 + u64::from(u16::from_le_bytes([head[8], head[9]]));
+    let tile = tile.max(1);
+    let mut bytes = vec![0u8; tile * 4];
+    let mut out = vec![0f32; tile * dim];
+    let mut t0 = 0;
+    while t0 < frames {
+        let n = tile.min(frames - t0);
+        for d in 0..dim {
+            let at = base + ((d * frames + t0) * 4) as u64;
+            file.read_exact_at(&mut bytes[..n * 4], at)
+                .map_err(io(path))?;
+            for (t, b) in bytes[..n * 4].chunks_exact(4).enumerate() {
+                out[t * dim + d] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
         }
-        let shape = npy.shape().to_vec();
-        Ok((shape, npy.into_vec::<f32>()?))
-    };
-    read().map_err(io(path))
+        f(&out[..n * dim])?;
+        t0 += n;
+    }
+    Ok(())
 }
 
 /// An NPY 1.0 header for little-endian float32 in C order, padded to a multiple of 64 bytes.
@@ -752,7 +774,9 @@ mod tests {
     use std::sync::Arc;
 
     fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
-        super::read_npy(path).unwrap()
+        let npy = npyz::NpyFile::new(File::open(path).unwrap()).unwrap();
+        assert_eq!(npy.order(), npyz::Order::C);
+        (npy.shape().to_vec(), npy.into_vec::<f32>().unwrap())
     }
 
     /// Streams a stereo signal into an item writer and compares every file with the
@@ -813,6 +837,31 @@ mod tests {
     #[test]
     fn spilled_and_tiled_item_equals_in_memory_result() {
         round_trip(64 << 10, 1000);
+    }
+
+    #[test]
+    fn feature_files_are_read_back_frame_major_in_tiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.npy");
+        // [dim 3, frames 7]: value = 10 * d + t.
+        let v: Vec<f32> = (0..3)
+            .flat_map(|d| (0..7).map(move |t| (10 * d + t) as f32))
+            .collect();
+        write_npy(&p, &[3, 7], &v).unwrap();
+        let mut got = Vec::new();
+        let mut tiles = Vec::new();
+        for_each_frame_tile::<SinkError>(&p, 3, 7, 3, |tile| {
+            tiles.push(tile.len() / 3);
+            got.extend_from_slice(tile);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(tiles, vec![3, 3, 1]);
+        let want: Vec<f32> = (0..7)
+            .flat_map(|t| (0..3).map(move |d| (10 * d + t) as f32))
+            .collect();
+        assert_eq!(got, want);
+        assert!(for_each_frame_tile::<SinkError>(&p, 3, 8, 3, |_| Ok(())).is_err());
     }
 
     #[test]
