@@ -155,6 +155,8 @@ pub struct EngineOptions {
     pub force: bool,
     /// The command line, for the ledger's run row.
     pub command: String,
+    /// Object-store clients already made (for listing inputs, say); `None` makes new ones.
+    pub stores: Option<Arc<Stores>>,
 }
 
 impl<'a> Engine<'a> {
@@ -169,7 +171,10 @@ impl<'a> Engine<'a> {
         exec: ExecStage,
         infer: InferStage,
     ) -> Result<Engine<'a>> {
-        let stores = Arc::new(Stores::new(&cfg.store));
+        let stores = opts
+            .stores
+            .clone()
+            .unwrap_or_else(|| Arc::new(Stores::new(&cfg.store)));
         let out = opts.out_dir.to_string_lossy();
         let sink = match Remote::parse(&out).map_err(anyhow::Error::msg)? {
             Some(prefix) => Sink::open_remote(prefix, stores.clone()),
@@ -266,7 +271,8 @@ pub fn run(
     infer: InferStage,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let stores = Stores::new(&cfg.store);
+    // One set of clients lists the inputs and then fetches them.
+    let stores = Arc::new(Stores::new(&cfg.store));
     let expanded = crate::inputs::expand(&stores, &req.inputs, std::slice::from_ref(&req.out_dir))?;
     for w in &expanded.warnings {
         tracing::warn!("{w}");
@@ -276,6 +282,7 @@ pub fn run(
         ledger: req.ledger.clone(),
         force: req.force,
         command: req.command.clone(),
+        stores: Some(stores),
     };
     let ctx = Engine::open(cfg, &opts, exec, infer)?;
     let run_id = ctx.run_id;

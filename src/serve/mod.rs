@@ -74,6 +74,7 @@ pub fn run(cfg: Config, req: &ServeRequest, exec: ExecStage, infer: InferStage) 
         ledger: req.ledger.clone(),
         force: false,
         command: req.command.clone(),
+        stores: None,
     };
     let engine = Arc::new(Engine::open(cfg, &opts, exec, infer)?);
     let rt = runtime()?;
