@@ -750,21 +750,23 @@ impl Config {
         let mut features = self.features.clone();
         features.win_length = Some(features.win_length.unwrap_or(features.n_fft));
         // Binary items (no decode) do not depend on the feature settings.
-        let json = serde_json::to_string(&Hashed {
-            algorithm: ALGORITHM_VERSION,
-            decode: &self.decode,
-            features: self.decode.enabled.then_some(&features),
-            exec: &self.exec,
-            // The file is identified by its hash (in `tools`), not by where it lies.
-            models: self
-                .model
-                .iter()
-                .map(|m| ModelConfig {
-                    path: PathBuf::new(),
-                    ..m.clone()
-                })
-                .collect(),
-            tools,
+        let json = crate::infer::for_hash(|| {
+            serde_json::to_string(&Hashed {
+                algorithm: ALGORITHM_VERSION,
+                decode: &self.decode,
+                features: self.decode.enabled.then_some(&features),
+                exec: &self.exec,
+                // The file is identified by its hash (in `tools`), not by where it lies.
+                models: self
+                    .model
+                    .iter()
+                    .map(|m| ModelConfig {
+                        path: PathBuf::new(),
+                        ..m.clone()
+                    })
+                    .collect(),
+                tools,
+            })
         })
         .expect("config serialises");
         blake3::hash(json.as_bytes()).to_hex()[..16].to_string()
@@ -781,6 +783,39 @@ mod tests {
         cfg.validate().unwrap();
         let back = Config::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(back.output_hash(), cfg.output_hash());
+    }
+
+    #[test]
+    fn model_keys_at_their_defaults_show_but_stay_out_of_the_hash() {
+        let base = "[decode]\nsample_rate_hz = 16000\n[features]\ncompute = []\n[[model]]\nname = \"m\"\npath = \"m.onnx\"\n";
+        let cfg = Config::from_toml(base).unwrap();
+        let shown = cfg.to_toml();
+        for key in [
+            "input = \"waveform\"",
+            "pad_last = \"zeros\"",
+            "feature_layout = \"time_major\"",
+            "batch_size = 1",
+            "batch_wait_ms = 0.0",
+        ] {
+            assert!(shown.contains(key), "config show lacks {key}:\n{shown}");
+        }
+        let hashed = crate::infer::for_hash(|| serde_json::to_string(&cfg.model[0]).unwrap());
+        for key in [
+            "input",
+            "pad_last",
+            "feature_layout",
+            "batch_size",
+            "batch_wait_ms",
+        ] {
+            assert!(!hashed.contains(key), "{key} is in the hash: {hashed}");
+        }
+        // Set away from the default, a key changes the hash; `config show` round-trips.
+        let batched = Config::from_toml(&format!("{base}batch_size = 4\n")).unwrap();
+        assert_ne!(batched.output_hash(), cfg.output_hash());
+        assert_eq!(
+            Config::from_toml(&shown).unwrap().output_hash(),
+            cfg.output_hash()
+        );
     }
 
     #[test]
