@@ -140,11 +140,11 @@ pub struct ModelConfig {
     /// The last chunk, when the item ends inside it: `"zeros"` (default: padded with
     /// zeros) or `"drop"` (left out; an item shorter than one chunk then fails as
     /// `too_short`).
-    #[serde(default, skip_serializing_if = "PadLast::is_zeros")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub pad_last: PadLast,
     /// Feature input: `"time_major"` (default, `[batch, frames, dim]`) or
     /// `"feature_major"` (`[batch, dim, frames]`, librosa's orientation).
-    #[serde(default, skip_serializing_if = "FeatureLayout::is_time_major")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub feature_layout: FeatureLayout,
     /// Chunks per model call (the model's first axis must then be free). Chunks of several
     /// items are batched together (see `batch_wait_ms`). Not with `state` (each item carries
@@ -153,10 +153,7 @@ pub struct ModelConfig {
     pub batch_size: usize,
     /// How long a part-filled batch waits for other items' chunks. Default 0: a call takes
     /// what is queued (chunks that came in while the previous call ran).
-    #[serde(
-        default = "default_batch_wait",
-        skip_serializing_if = "is_default_wait"
-    )]
+    #[serde(default = "default_batch_wait", skip_serializing_if = "is_default")]
     pub batch_wait_ms: f64,
     /// Recurrent state: second input, second output. Default none.
     #[serde(default)]
@@ -219,9 +216,9 @@ fn is_waveform(s: &str) -> bool {
 fn is_one(n: &usize) -> bool {
     hashing() && *n == 1
 }
-#[allow(clippy::trivially_copy_pass_by_ref, clippy::float_cmp)]
-fn is_default_wait(v: &f64) -> bool {
-    hashing() && *v == default_batch_wait()
+/// A key at its type's default (`pad_last`, `feature_layout`, `batch_wait_ms`), when hashing.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    hashing() && *v == T::default()
 }
 
 /// `pad_last`: what happens to a last chunk the item ends inside.
@@ -235,12 +232,6 @@ pub enum PadLast {
     Drop,
 }
 
-impl PadLast {
-    fn is_zeros(&self) -> bool {
-        hashing() && *self == PadLast::Zeros
-    }
-}
-
 /// `feature_layout`: the axis order of a feature input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -252,11 +243,6 @@ pub enum FeatureLayout {
     FeatureMajor,
 }
 
-impl FeatureLayout {
-    fn is_time_major(&self) -> bool {
-        hashing() && *self == FeatureLayout::TimeMajor
-    }
-}
 fn default_top_k() -> usize {
     5
 }
@@ -758,8 +744,7 @@ impl ModelRun<'_> {
         if self.queued == 0 {
             return Ok(());
         }
-        let (n, input) = (self.queued, std::mem::take(&mut self.queue));
-        self.queued = 0;
+        let n = std::mem::take(&mut self.queued);
         let model = self.model;
         let cfg = &model.cfg;
         let mut shape = vec![n, self.win];
@@ -770,20 +755,15 @@ impl ModelRun<'_> {
                 shape.push(self.dim);
             }
         }
-        let st_shape = cfg
-            .state
-            .as_ref()
-            .map(|s| s.shape.clone())
-            .unwrap_or_default();
+        let st_shape = cfg.state.as_ref().map_or(&[][..], |s| s.shape.as_slice());
         let state = self.state.take();
         #[cfg(feature = "ort")]
         let session = &mut self.session;
         let tract_state = &mut self.tract;
         let mut next_state = None;
         let mut exec = |x: &[f32], n: usize| -> Result<Vec<f32>, String> {
-            let mut shape = shape.clone();
             shape[0] = n;
-            let st = state.as_deref().map(|v| (st_shape.as_slice(), v));
+            let st = state.as_deref().map(|v| (st_shape, v));
             let (out, next) = match &model.runtime {
                 Runtime::Tract(plan) => {
                     if tract_state.is_none() {
@@ -800,12 +780,14 @@ impl ModelRun<'_> {
             next_state = next;
             Ok(out)
         };
+        // Without a batcher the queue's buffer is kept for the next chunks.
         let out = match &model.batcher {
-            Some(b) => b.run(n, input, &mut exec),
-            None => exec(&input, n),
-        }
-        .map_err(|m| self.fail(m))?;
-        if self.state.is_none() && cfg.state.is_some() {
+            Some(b) => b.run(n, std::mem::take(&mut self.queue), &mut exec),
+            None => exec(&self.queue, n),
+        };
+        self.queue.clear();
+        let out = out.map_err(|m| self.fail(m))?;
+        if cfg.state.is_some() {
             self.state = next_state;
         }
         if out.is_empty() || !out.len().is_multiple_of(n) {
