@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load test for `klio-edge serve` on NATS JetStream (issue 5's bench).
 
-Starts a nats-server on loopback, copies N short real recordings from ../shared/corpus/real,
+Starts a nats-server on loopback, copies N short real recordings from tests/corpus/real,
 publishes them, and runs one `serve --until-idle` process (2 cores, --jobs 2). From its JSON
 logs it reports sustained items/s, p50/p99 event-to-ack latency, and the overhead klio-edge adds
 per item on top of the pipeline stages: the ledger's share (claim + commit, thread hand-off) and
@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "real"
+CORPUS = ROOT / "tests" / "corpus" / "real"
 
 
 def free_port():

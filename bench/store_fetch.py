@@ -2,7 +2,7 @@
 """Object-store fetch bench (issue 7): items/s processing the corpus from moto's S3 server on
 loopback against the same files from local disk, in the same run.
 
-Starts moto_server, uploads every recording of ../shared/corpus/real (repeated --copies times
+Starts moto_server, uploads every recording of tests/corpus/real (repeated --copies times
 under distinct keys, so there is enough work), then alternates, --reps times each:
   local:  klio-edge process <local folder>      --out <tmp> (fresh ledger)
   s3:     klio-edge process s3://bench/corpus/  --out <tmp> (fresh ledger)
@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "real"
+CORPUS = ROOT / "tests" / "corpus" / "real"
 CONFIG = """[decode]
 sample_rate_hz = 16000
 channels = "mono"

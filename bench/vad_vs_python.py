@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "real"
+CORPUS = ROOT / "tests" / "corpus" / "real"
 BIN = ROOT / "target" / "release" / "klio-edge"
 MODEL = ROOT / "models" / "silero_vad_openvino_16k.onnx"
 

@@ -2,7 +2,7 @@
 """klio-edge against librosa on the same hour of real audio, single-threaded, in one run.
 
 Builds (once, cached in --work) one hour of audio by concatenating every recording of
-../shared/corpus/real (resampled to each target rate), then times, in this order:
+tests/corpus/real (resampled to each target rate), then times, in this order:
 
   log-mel 16 kHz/400/160/80   librosa: melspectrogram + power_to_db on the in-memory signal
                               klio:    the features stage of `klio-edge process` (ledger
@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "real"
+CORPUS = ROOT / "tests" / "corpus" / "real"
 BIN = ROOT / "target" / "release" / "klio-edge"
 EXAMPLES = ROOT / "config" / "examples"
 

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import soundfile as sf
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "real"
+CORPUS = ROOT / "tests" / "corpus" / "real"
 OUT = ROOT / "tests" / "fixtures" / "vad"
 MODEL = ROOT / "models" / "silero_vad_openvino_16k.onnx"
 CASES = {

@@ -1,76 +1,120 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. Installs what the tests need first, so it works on a
-# fresh Debian machine as root: cmake (to build the bundled libopus), a Python venv with
-# moto's S3 server (the object-store tests start it on loopback and stop it by PID; so do
-# the serve tests with nats-server, which .ci/run installs).
+# Runs every test of the workspace: `scripts/test.sh [cargo test args...]` (the arguments go to
+# `cargo test`). On a fresh Debian machine with rustup and a C compiler it installs what the
+# tests need first, as root or as a normal user (sudo only for the Debian packages, and only
+# when one is missing):
+#   Debian packages  nats-server (the broker the serve tests start on loopback),
+#                    opus-tools (opusdec: libopus, the reference the Opus decoder is checked
+#                    against), python3-venv (for the venvs below)
+#   Python venvs     under target/, made once: py-moto (moto's S3 server), py-cloudbox (the
+#                    Pub/Sub emulator, with two one-line fixes), py-ort (the onnxruntime wheel,
+#                    whose library the `backend = "ort"` tests load)
+# What it cannot install (Rust, a C compiler, apt, sudo) is checked before any slow step, and
+# everything missing is named at once. The tests fail, never skip, when a tool is missing.
+# Set KLIO_MOTO_SERVER, KLIO_CLOUDBOX or ORT_DYLIB_PATH to use your own instead of a venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# --- 1. What this script needs and cannot install: all of it checked first. ---------------
+missing=()
+command -v cargo >/dev/null 2>&1 \
+  || missing+=("cargo: install Rust with rustup (https://rustup.rs), then open a new shell")
+command -v cc >/dev/null 2>&1 \
+  || missing+=("a C compiler (cc) for SQLite: apt-get install gcc (or build-essential)")
+[ -f tests/corpus/MANIFEST.tsv ] \
+  || missing+=("tests/corpus/MANIFEST.tsv: the test corpus is part of the repository; is this a full clone?")
+
+# Debian packages the tests need, by the command or module that shows they are there.
 need_apt=()
-command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
-command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing ${need_apt[*]} (apt)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || [ -x /usr/bin/nats-server ] \
+  || need_apt+=(nats-server)
+command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
+venvs_needed=0
+{ [ -n "${KLIO_MOTO_SERVER:-}" ] && [ -n "${KLIO_CLOUDBOX:-}" ] && [ -n "${ORT_DYLIB_PATH:-}" ]; } \
+  || venvs_needed=1
+if [ "$venvs_needed" = 1 ]; then
+  if ! command -v python3 >/dev/null 2>&1; then
+    need_apt+=(python3 python3-venv)
+  elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need_apt+=(python3-venv)
+  fi
 fi
 
-# moto_server for tests/stores.rs, in a venv under target/ (made once, then reused).
-if [ -z "${KLIO_MOTO_SERVER:-}" ]; then
-  venv=target/py-moto
-  if [ ! -x "$venv/bin/moto_server" ]; then
-    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-      echo "installing python3-venv (apt)"
-      apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+as_root=()
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    missing+=("Debian packages ${need_apt[*]} (or their equivalents): this is not a Debian machine, install them by hand")
+  elif [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      as_root=(sudo)
+    else
+      missing+=("Debian packages ${need_apt[*]}: run as root: apt-get install ${need_apt[*]} (no sudo here)")
     fi
-    echo "making $venv with moto[server] (pip)"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[s3,server]==5.2.5'
   fi
-  KLIO_MOTO_SERVER="$(pwd)/$venv/bin/moto_server"
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  say "cannot run the tests; missing:"
+  for m in "${missing[@]}"; do printf '  - %s\n' "$m" >&2; done
+  exit 2
+fi
+
+# --- 2. Install (the slow steps). -----------------------------------------------------------
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing ${need_apt[*]} (apt-get${as_root:+, with sudo})"
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# A venv under target/ with the given pip requirements, made once; a marker file records
+# what it was made with so that a changed requirement rebuilds it.
+venv() {
+  local dir=$1; shift
+  local want="$*"
+  if [ ! -f "$dir/.made-with" ] || [ "$(cat "$dir/.made-with")" != "$want" ]; then
+    say "making $dir with $want (pip)"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check "$@"
+    printf '%s' "$want" > "$dir/.made-with"
+  fi
+}
+
+# moto_server for tests/stores.rs.
+if [ -z "${KLIO_MOTO_SERVER:-}" ]; then
+  venv target/py-moto 'moto[s3,server]==5.2.5'
+  KLIO_MOTO_SERVER="$(pwd)/target/py-moto/bin/moto_server"
   export KLIO_MOTO_SERVER
 fi
 
-# cloudbox (the Pub/Sub emulator) for tests/serve_pubsub.rs, in its own venv (it declares a
-# newer Python than it needs) with two one-line fixes (../shared/notes/ENVIRONMENT.md).
+# cloudbox (the Pub/Sub emulator) for tests/serve_pubsub.rs, in its own venv: it declares a
+# newer Python than it needs, and 0.2.3 needs two one-line fixes on Python 3.11 (postponed
+# annotations in core/store.py; a default for SubscriptionModel.name).
 if [ -z "${KLIO_CLOUDBOX:-}" ]; then
-  venv=target/py-cloudbox
-  if [ ! -x "$venv/bin/cloudbox" ] || [ ! -f "$venv/.patched" ]; then
-    echo "making $venv with cloudbox (pip)"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check --ignore-requires-python 'cloudbox==0.2.3'
-    pkg=$("$venv/bin/python" -c 'import cloudbox, os; print(os.path.dirname(cloudbox.__file__))')
+  dir=target/py-cloudbox
+  venv "$dir" --ignore-requires-python 'cloudbox==0.2.3'
+  if [ ! -f "$dir/.patched" ]; then
+    pkg=$("$dir/bin/python" -c 'import cloudbox, os; print(os.path.dirname(cloudbox.__file__))')
     grep -q '^from __future__ import annotations' "$pkg/core/store.py" \
       || sed -i '1i from __future__ import annotations' "$pkg/core/store.py"
     sed -i '/^class SubscriptionModel/,/^    name: str$/ s/^    name: str$/    name: str = ""/' \
       "$pkg/services/pubsub/models.py"
-    touch "$venv/.patched"
+    touch "$dir/.patched"
   fi
-  KLIO_CLOUDBOX="$(pwd)/$venv/bin/cloudbox"
+  KLIO_CLOUDBOX="$(pwd)/$dir/bin/cloudbox"
   export KLIO_CLOUDBOX
 fi
 
 # ONNX Runtime's shared library (the PyPI wheel) for the `backend = "ort"` tests.
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
-  venv=target/py-ort
-  if ! ls "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* >/dev/null 2>&1; then
-    echo "making $venv with onnxruntime (pip)"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime>=1.20'
-  fi
-  ORT_DYLIB_PATH="$(ls "$(pwd)"/$venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)"
+  venv target/py-ort 'onnxruntime>=1.20'
+  ORT_DYLIB_PATH="$(ls "$(pwd)"/target/py-ort/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)"
   export ORT_DYLIB_PATH
 fi
 
-if [ ! -d ../shared/corpus/real ]; then
-  echo "error: the shared corpus must be at ../shared/corpus (tests read it directly)" >&2
-  exit 1
-fi
-
+# --- 3. The tests. --------------------------------------------------------------------------
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

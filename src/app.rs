@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, ConfigCommand, LedgerCommand, LedgerLocation};
+use crate::outln;
+use crate::term::{color_stderr, emit};
+
 use crate::config::{Config, Source};
 use crate::exec::ExecStage;
 use crate::infer::InferStage;
@@ -30,31 +33,108 @@ fn usage<T>(r: Result<T>) -> Result<T> {
     r.map_err(|e| UsageError(e).into())
 }
 
+/// Sets up logging on stderr: `KLIO_LOG` (an `EnvFilter`) or `info` (`error` with `--quiet`);
+/// `--log-format json` gives one JSON object per line with the span's fields (`element`).
+/// Decoder libraries' own lines are off by default: every item outcome is a line of ours,
+/// with the element and the stage.
+pub fn init_logging(cli: &Cli) {
+    let default = if cli.quiet {
+        "error"
+    } else {
+        "info,symphonia=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KLIO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color_stderr())
+        .with_target(false);
+    if cli.log_format.as_deref() == Some("json") {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    } else {
+        logs.init();
+    }
+}
+
+/// Flags that are config keys in disguise, as `--set` overrides (applied before validation).
+fn flag_sets(cli: &Cli) -> Vec<String> {
+    let mut sets = cli.set.clone();
+    let quoted = |s: &str| toml::Value::String(s.to_string()).to_string();
+    match &cli.command {
+        Command::Process(a) if !a.ext.is_empty() => {
+            let list: Vec<String> = a.ext.iter().map(|e| quoted(e)).collect();
+            sets.push(format!("run.extensions=[{}]", list.join(", ")));
+        }
+        Command::Serve(a) => {
+            if let Some(http) = &a.http {
+                let addr = if http == "off" { "" } else { http.as_str() };
+                sets.push(format!("serve.http={}", quoted(addr)));
+            }
+        }
+        _ => {}
+    }
+    sets
+}
+
 /// Runs the command; returns the exit code.
 ///
 /// # Errors
 /// Run-level failures; [`UsageError`] for exit code 2.
 pub fn run(cli: Cli) -> Result<i32> {
-    let (cfg, source) = usage(Config::load(cli.config.as_deref()))?;
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "klio-edge", &mut buf);
+            emit(format_args!("{}", String::from_utf8_lossy(&buf)));
+            return Ok(EXIT_OK);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut buf)?;
+            emit(format_args!("{}", String::from_utf8_lossy(&buf)));
+            return Ok(EXIT_OK);
+        }
+        _ => {}
+    }
+    let file = match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Validate { file } | ConfigCommand::Show { file },
+        } => file.clone().or_else(|| cli.config.clone()),
+        _ => cli.config.clone(),
+    };
+    let (cfg, source) = usage(Config::load(file.as_deref(), &flag_sets(&cli)))?;
+    let from = match &source {
+        Source::Defaults => "built-in defaults".to_string(),
+        Source::File(p) => p.display().to_string(),
+    };
     match cli.command {
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         Command::Config { command } => match command {
-            ConfigCommand::Validate => {
-                let from = match &source {
-                    Source::Defaults => "built-in defaults".to_string(),
-                    Source::File(p) => p.display().to_string(),
-                };
+            ConfigCommand::Validate { .. } => {
+                // What a run checks at start-up: programs found, models loaded and their
+                // sha256 matched, label files read.
+                let exec = usage(ExecStage::new(&cfg.exec).context("[[exec]]"))?;
+                let infer = usage(InferStage::new(&cfg.model, &cfg.infer).context("[[model]]"))?;
+                let hash = process::config_hash(&cfg, &exec, &infer);
                 if !cli.quiet {
-                    println!("config OK ({from}); output hash {}", cfg.output_hash());
+                    eprintln!(
+                        "config OK ({from}): {} exec program(s), {} model(s) loaded",
+                        cfg.exec.len(),
+                        cfg.model.len()
+                    );
                 }
+                outln!("{hash}");
                 Ok(EXIT_OK)
             }
-            ConfigCommand::Show => {
-                if let Source::File(p) = &source {
-                    println!("# from {}", p.display());
-                } else {
-                    println!("# built-in defaults");
-                }
-                print!("{}", cfg.to_toml());
+            ConfigCommand::Show { .. } => {
+                outln!("# from {from}");
+                emit(format_args!("{}", cfg.to_toml()));
                 Ok(EXIT_OK)
             }
         },
@@ -77,36 +157,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             let infer = usage(InferStage::new(&cfg.model, &cfg.infer))?;
             let summary = process::run(&cfg, &req, exec, infer)?;
             if req.json {
-                println!("{}", serde_json::to_string(&summary)?);
+                outln!("{}", serde_json::to_string(&summary)?);
             }
             if !req.quiet {
-                eprintln!(
-                    "{} done, {} skipped, {} failed{}{} of {} items; {:.1} s of audio in {:.2} s ({:.0}x realtime); ledger {}",
-                    summary.done,
-                    summary.skipped,
-                    summary.failed,
-                    if summary.gave_up > 0 {
-                        format!(" ({} out of attempts)", summary.gave_up)
-                    } else {
-                        String::new()
-                    },
-                    if summary.missing_input > 0 {
-                        format!(" ({} missing input)", summary.missing_input)
-                    } else {
-                        String::new()
-                    },
-                    summary.items,
-                    summary.audio_s,
-                    summary.wall_s,
-                    summary.realtime_factor,
-                    summary.ledger.display()
-                );
-                if summary.failed > 0 {
-                    eprintln!(
-                        "see the reasons with: klio-edge ledger failed --ledger {}",
-                        summary.ledger.display()
-                    );
-                }
+                report_summary(&summary, cli.log_format.as_deref() == Some("json"));
             }
             Ok(if summary.failed > 0 {
                 EXIT_ITEMS_FAILED
@@ -147,75 +201,244 @@ pub fn run(cli: Cli) -> Result<i32> {
                 },
             )?;
             if !cli.quiet {
-                eprintln!("published {n} item(s) to the {:?} source", cfg.serve.source);
+                eprintln!(
+                    "published {} to the {:?} source",
+                    items(n as u64),
+                    cfg.serve.source
+                );
             }
             Ok(EXIT_OK)
         }
-        Command::Ledger { command } => match command {
-            LedgerCommand::Status(loc) => {
-                let (path, ledger) = open_existing(&cfg, &loc)?;
-                let counts = ledger.counts()?;
-                let runs = ledger.runs(5)?;
-                if loc.json {
-                    let c: serde_json::Map<String, serde_json::Value> = counts
-                        .iter()
-                        .map(|(s, n)| (s.clone(), (*n).into()))
-                        .collect();
-                    println!("{}", serde_json::json!({ "ledger": path, "items": c }));
-                } else {
-                    println!("ledger {}", path.display());
-                    let total: i64 = counts.iter().map(|c| c.1).sum();
-                    for (state, n) in &counts {
-                        println!("  {state:<8} {n}");
-                    }
-                    println!("  {:<8} {total}", "total");
-                    if !runs.is_empty() {
-                        println!("latest runs:");
-                        for (id, start, end, d, s, f) in runs {
-                            println!(
-                                "  #{id} {start} -> {}: {} done, {} skipped, {} failed",
-                                end.unwrap_or_else(|| "(did not finish)".into()),
-                                d.unwrap_or(0),
-                                s.unwrap_or(0),
-                                f.unwrap_or(0)
-                            );
-                        }
-                    }
-                }
-                Ok(EXIT_OK)
+        Command::Ledger { command } => ledger_command(&cfg, command, cli.quiet),
+    }
+}
+
+/// "1 item", "2 items".
+fn items(n: u64) -> String {
+    format!("{n} item{}", if n == 1 { "" } else { "s" })
+}
+
+/// The closing line of `process` on stderr; with `--log-format json`, one JSON log object
+/// carrying every field of the summary.
+fn report_summary(summary: &process::Summary, json: bool) {
+    if json {
+        let fields = serde_json::to_value(summary).unwrap_or_default();
+        tracing::info!(summary = %fields, "run finished");
+        return;
+    }
+    let mut extra = String::new();
+    if summary.gave_up > 0 {
+        extra += &format!(" ({} out of attempts)", summary.gave_up);
+    }
+    if summary.missing_input > 0 {
+        extra += &format!(" ({} missing input)", summary.missing_input);
+    }
+    let speed = if summary.audio_s > 0.0 && summary.wall_s > 0.0 {
+        format!(
+            "; {:.1} s of audio in {:.2} s ({:.0}x realtime)",
+            summary.audio_s, summary.wall_s, summary.realtime_factor
+        )
+    } else {
+        format!("; no audio decoded, {:.2} s", summary.wall_s)
+    };
+    eprintln!(
+        "{} done, {} skipped, {} failed{extra} of {}{speed}; ledger {}",
+        summary.done,
+        summary.skipped,
+        summary.failed,
+        items(summary.items),
+        summary.ledger.display()
+    );
+    if summary.failed > 0 {
+        eprintln!(
+            "see the reasons with: klio-edge ledger failed --ledger {}",
+            summary.ledger.display()
+        );
+    }
+}
+
+/// `klio-edge ledger ...`: read-only but for `retry`.
+fn ledger_command(cfg: &Config, command: LedgerCommand, quiet: bool) -> Result<i32> {
+    match command {
+        LedgerCommand::Status(loc) => {
+            let (path, ledger) = open_existing(cfg, &loc)?;
+            let counts = ledger.counts()?;
+            let runs = ledger.runs(5)?;
+            let total: i64 = counts.iter().map(|c| c.1).sum();
+            if loc.json {
+                let c: serde_json::Map<String, serde_json::Value> = counts
+                    .iter()
+                    .map(|(s, n)| (s.clone(), (*n).into()))
+                    .collect();
+                outln!(
+                    "{}",
+                    serde_json::json!({ "ledger": path, "items": c, "total": total, "runs": runs })
+                );
+                return Ok(EXIT_OK);
             }
-            LedgerCommand::Failed(loc) => {
-                let (_, ledger) = open_existing(&cfg, &loc)?;
-                let rows = ledger.failed_items()?;
-                if loc.json {
-                    let list: Vec<_> = rows
-                        .iter()
-                        .map(|r| {
-                            serde_json::json!({
-                                "element": r.element, "source": r.source, "error_kind": r.error_kind,
-                                "error_message": r.error_message, "attempts": r.attempts,
-                            })
+            outln!("ledger {}", path.display());
+            for (state, n) in &counts {
+                outln!("  {state:<8} {n}");
+            }
+            outln!("  {:<8} {total}", "total");
+            if !runs.is_empty() {
+                outln!("latest runs:");
+                for r in runs {
+                    outln!(
+                        "  #{} {} -> {}: {} done, {} skipped, {} failed  ({})",
+                        r.id,
+                        r.started_at,
+                        r.finished_at.as_deref().unwrap_or("(did not finish)"),
+                        r.done.unwrap_or(0),
+                        r.skipped.unwrap_or(0),
+                        r.failed.unwrap_or(0),
+                        r.command
+                    );
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        LedgerCommand::Failed(loc) => {
+            let (path, ledger) = open_existing(cfg, &loc)?;
+            let rows = ledger.failed_items()?;
+            if loc.json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "element": r.element, "source": r.source, "error_kind": r.error_kind,
+                            "error_message": r.error_message, "attempts": r.attempts,
                         })
-                        .collect();
-                    println!("{}", serde_json::Value::Array(list));
-                } else {
-                    for r in &rows {
-                        println!(
-                            "{}\t{}\t[{}] {} (attempts {})",
-                            r.element,
-                            r.source,
-                            r.error_kind.as_deref().unwrap_or("?"),
-                            r.error_message.as_deref().unwrap_or(""),
-                            r.attempts
-                        );
-                    }
-                    if !cli.quiet {
-                        eprintln!("{} failed item(s)", rows.len());
-                    }
-                }
-                Ok(EXIT_OK)
+                    })
+                    .collect();
+                outln!("{}", serde_json::Value::Array(list));
+                return Ok(EXIT_OK);
             }
-        },
+            let mut groups: std::collections::BTreeMap<&str, Vec<&crate::ledger::ItemRow>> =
+                Default::default();
+            for r in &rows {
+                groups
+                    .entry(r.error_kind.as_deref().unwrap_or("?"))
+                    .or_default()
+                    .push(r);
+            }
+            let mut order: Vec<_> = groups.into_iter().collect();
+            order.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+            for (kind, list) in &order {
+                outln!("{:>6}  {kind}", list.len());
+            }
+            for (kind, list) in &order {
+                outln!("\n{kind} ({}):", items(list.len() as u64));
+                for r in list {
+                    outln!(
+                        "  {}\t{}\t{} (attempts {})",
+                        r.element,
+                        r.source,
+                        r.error_message.as_deref().unwrap_or(""),
+                        r.attempts
+                    );
+                }
+            }
+            if !quiet {
+                if rows.is_empty() {
+                    eprintln!("no failed items in {}", path.display());
+                } else {
+                    eprintln!(
+                        "{} failed; make them eligible again with: klio-edge ledger retry --ledger {} [--kind K] [ELEMENT...]",
+                        items(rows.len() as u64),
+                        path.display()
+                    );
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        LedgerCommand::Show { element, loc } => {
+            let (path, ledger) = open_existing(cfg, &loc)?;
+            let Some(row) = ledger.get(&element)? else {
+                return usage(Err(anyhow::anyhow!(
+                    "no item {element:?} in {} (`klio-edge ledger status` lists the counts)",
+                    path.display()
+                )));
+            };
+            let history = ledger.history_of(&element)?;
+            if loc.json {
+                outln!(
+                    "{}",
+                    serde_json::json!({
+                        "element": row.element, "source": row.source, "state": row.state,
+                        "error_kind": row.error_kind, "error_message": row.error_message,
+                        "attempts": row.attempts, "input_size": row.input_size,
+                        "input_mtime_ns": row.input_mtime_ns, "input_hash": row.input_hash,
+                        "config_hash": row.config_hash, "history": history,
+                    })
+                );
+                return Ok(EXIT_OK);
+            }
+            outln!("element      {}", row.element);
+            outln!("source       {}", row.source);
+            outln!("state        {}", row.state);
+            if let Some(k) = &row.error_kind {
+                outln!(
+                    "error        [{k}] {}",
+                    row.error_message.as_deref().unwrap_or("")
+                );
+            }
+            outln!("attempts     {}", row.attempts);
+            outln!(
+                "input        {} bytes, hash {}",
+                row.input_size.map_or("?".into(), |n| n.to_string()),
+                row.input_hash.as_deref().unwrap_or("?")
+            );
+            outln!("config hash  {}", row.config_hash);
+            outln!("history ({}):", history.len());
+            for h in &history {
+                let why = match (&h.error_kind, &h.error_message) {
+                    (Some(k), Some(m)) => format!(" [{k}] {m}"),
+                    (Some(k), None) => format!(" [{k}]"),
+                    _ => String::new(),
+                };
+                outln!("  {}  run #{:<4} {:<8}{why}", h.at, h.run_id, h.state);
+            }
+            Ok(EXIT_OK)
+        }
+        LedgerCommand::Retry {
+            kind,
+            elements,
+            loc,
+        } => {
+            let path = ledger_path(cfg, &loc);
+            if !path.is_file() {
+                return usage(Err(anyhow::anyhow!(
+                    "no ledger at {} (name it with --ledger FILE or --out DIR)",
+                    path.display()
+                )));
+            }
+            let mut ledger =
+                Ledger::open(&path).with_context(|| format!("ledger {}", path.display()))?;
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let retried = ledger.retry(&command, &kind, &elements)?;
+            let unknown: Vec<&String> = elements.iter().filter(|e| !retried.contains(e)).collect();
+            if loc.json {
+                outln!(
+                    "{}",
+                    serde_json::json!({ "retried": retried, "not_failed": unknown })
+                );
+            } else {
+                for e in &retried {
+                    outln!("{e}");
+                }
+            }
+            if !quiet {
+                eprintln!(
+                    "{} eligible again on the next run",
+                    items(retried.len() as u64)
+                );
+                for e in &unknown {
+                    eprintln!("warning: {e} is not a failed item of this ledger; left as it is");
+                }
+            }
+            Ok(EXIT_OK)
+        }
     }
 }
 
@@ -250,19 +473,23 @@ fn per_core(n: usize) -> usize {
     }
 }
 
-fn open_existing(cfg: &Config, loc: &LedgerLocation) -> Result<(PathBuf, Ledger)> {
-    let path = loc
-        .ledger
+fn ledger_path(cfg: &Config, loc: &LedgerLocation) -> PathBuf {
+    loc.ledger
         .clone()
         .or_else(|| loc.out.as_ref().map(|o| process::default_ledger(o)))
         .or_else(|| cfg.output.ledger.clone())
-        .unwrap_or_else(|| process::default_ledger(&cfg.output.dir));
+        .unwrap_or_else(|| process::default_ledger(&cfg.output.dir))
+}
+
+/// The ledger named by `loc`, opened read-only (nothing created or changed).
+fn open_existing(cfg: &Config, loc: &LedgerLocation) -> Result<(PathBuf, Ledger)> {
+    let path = ledger_path(cfg, loc);
     if !path.is_file() {
         return usage(Err(anyhow::anyhow!(
             "no ledger at {} (name it with --ledger FILE or --out DIR)",
             path.display()
         )));
     }
-    let ledger = Ledger::open(&path).with_context(|| format!("ledger {}", path.display()))?;
+    let ledger = usage(Ledger::open_read_only(&path))?;
     Ok((path, ledger))
 }

@@ -11,6 +11,10 @@ pub struct Cli {
     /// Config file (TOML). Default: $KLIO_CONFIG, else ./klio-edge.toml if present, else built-in defaults.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Override one config key: `section.key=VALUE` (TOML value syntax; repeatable; applied
+    /// after the file). E.g. `--set run.jobs=4 --set 'features.compute=["log_mel"]'`.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Print only errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -44,6 +48,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a shell completion script: `klio-edge completions bash > /etc/bash_completion.d/klio-edge`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `klio-edge man > klio-edge.1`.
+    Man,
 }
 
 /// `process` flags.
@@ -67,6 +79,10 @@ pub struct ProcessArgs {
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Folder inputs take only files with this extension (repeatable; default: run.extensions,
+    /// the audio extensions; every file when decode is off).
+    #[arg(long = "ext", value_name = "EXT")]
+    pub ext: Vec<String>,
 }
 
 /// `serve` flags.
@@ -84,6 +100,10 @@ pub struct ServeArgs {
     /// Exit 0 once the source is drained (nothing queued, nothing delivered and unacked).
     #[arg(long)]
     pub until_idle: bool,
+    /// Health and metrics listener (default: serve.http, 127.0.0.1:9464); port 0 picks a free
+    /// port (logged); `off` turns it off. A second serve on one host needs its own.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 /// `publish` flags.
@@ -121,20 +141,52 @@ pub struct LedgerLocation {
     pub json: bool,
 }
 
-/// `ledger` subcommands.
+/// `ledger` subcommands. Each opens the ledger read-only (`retry` writes only its rows).
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
     /// Item counts by state, and the latest runs.
     Status(LedgerLocation),
-    /// Failed items with their reasons.
+    /// Failed items grouped by error kind: counts, then the items with their reasons.
     Failed(LedgerLocation),
+    /// One item: its row and its whole history.
+    Show {
+        /// Element id (as `ledger failed` and the output folders name it).
+        #[arg(value_name = "ELEMENT")]
+        element: String,
+        /// Where the ledger is.
+        #[command(flatten)]
+        loc: LedgerLocation,
+    },
+    /// Make failed or given-up items eligible again on the next run (their attempt count
+    /// starts over); recorded in the history as `retried`.
+    Retry {
+        /// Only items whose error kind is K (repeatable).
+        #[arg(long, value_name = "K")]
+        kind: Vec<String>,
+        /// Only these elements (default: every failed item, or every one of --kind).
+        #[arg(value_name = "ELEMENT")]
+        elements: Vec<String>,
+        /// Where the ledger is.
+        #[command(flatten)]
+        loc: LedgerLocation,
+    },
 }
 
 /// `config` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Check the config; exit 2 naming the first bad key.
-    Validate,
-    /// Print the resolved config (defaults filled in) as TOML.
-    Show,
+    /// Check the config as a run does at start-up (keys and values, [[exec]] programs, model
+    /// files and their sha256, label files) and print the config hash runs record; exit 2
+    /// naming the first problem.
+    Validate {
+        /// Config file (default: --config, $KLIO_CONFIG, ./klio-edge.toml, built-in defaults).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print the resolved config (defaults filled in, --set applied) as TOML.
+    Show {
+        /// Config file (default: --config, $KLIO_CONFIG, ./klio-edge.toml, built-in defaults).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }

@@ -493,7 +493,17 @@ pub struct RunConfig {
     /// Give up on an item (kind `timeout`) once it has run this many seconds; checked between
     /// decoded blocks. Default 3600.
     pub item_timeout_s: f64,
+    /// File extensions a folder (or bucket prefix) input takes when decode is on (`--ext`
+    /// overrides); with `decode.enabled = false` every file is taken. A file or glob named
+    /// on the command line is always taken. Default: the audio extensions klio-edge decodes.
+    pub extensions: Vec<String>,
 }
+
+/// `run.extensions` by default: the containers the decoder reads.
+pub const AUDIO_EXTENSIONS: &[&str] = &[
+    "wav", "wave", "flac", "mp3", "mp2", "ogg", "oga", "opus", "m4a", "mp4", "m4b", "aac", "aif",
+    "aiff", "aifc", "caf", "mka", "mkv", "webm",
+];
 
 impl Default for RunConfig {
     fn default() -> Self {
@@ -503,6 +513,7 @@ impl Default for RunConfig {
             feature_memory_mb: 256,
             max_input_bytes: 16 << 30,
             item_timeout_s: 3600.0,
+            extensions: AUDIO_EXTENSIONS.iter().map(|e| e.to_string()).collect(),
         }
     }
 }
@@ -557,11 +568,14 @@ pub enum Source {
 
 impl Config {
     /// Finds and loads the config: `explicit`, else `$KLIO_CONFIG`, else `./klio-edge.toml` if
-    /// present, else the built-in defaults. The result is validated.
+    /// present, else the built-in defaults; `${VAR}` and `${VAR:-default}` in the file are
+    /// expanded from the environment, then each `--set KEY=VALUE` of `sets` is applied. The
+    /// result is validated.
     ///
     /// # Errors
-    /// An unreadable file, bad TOML, an unknown key or an invalid value (naming the key).
-    pub fn load(explicit: Option<&Path>) -> Result<(Config, Source)> {
+    /// An unreadable file, bad TOML, an unset variable, a bad `--set`, an unknown key or an
+    /// invalid value (naming the key).
+    pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<(Config, Source)> {
         let path = match explicit {
             Some(p) => Some(p.to_path_buf()),
             None => match std::env::var_os("KLIO_CONFIG") {
@@ -572,32 +586,59 @@ impl Config {
                 }
             },
         };
-        let (cfg, source) = match path {
-            None => (Config::default(), Source::Defaults),
+        let (text, source) = match &path {
+            None => (String::new(), Source::Defaults),
             Some(p) => {
-                let text = std::fs::read_to_string(&p)
+                let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                let mut cfg = Config::from_toml(&text)
+                let text = expand_env(&text, |v| std::env::var(v).ok())
                     .with_context(|| format!("invalid config file {}", p.display()))?;
-                // Model files are named relative to the config file.
-                let dir = p.parent().map(|d| {
-                    if d.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        d
-                    }
-                });
-                for m in &mut cfg.model {
-                    m.path = crate::infer::resolve_path(&m.path, dir);
-                    if let Some(l) = &m.labels {
-                        m.labels = Some(crate::infer::resolve_path(l, dir));
-                    }
-                }
-                (cfg, Source::File(p))
+                (text, Source::File(p.clone()))
             }
         };
+        let mut cfg = if sets.is_empty() {
+            Config::from_toml(&text)
+        } else {
+            Config::from_toml_with_sets(&text, sets)
+        }
+        .with_context(|| match &path {
+            Some(p) => format!("invalid config file {}", p.display()),
+            None => "invalid config (built-in defaults with --set)".to_string(),
+        })?;
+        if let Some(p) = &path {
+            // Model files are named relative to the config file.
+            let dir = p.parent().map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            });
+            for m in &mut cfg.model {
+                m.path = crate::infer::resolve_path(&m.path, dir);
+                if let Some(l) = &m.labels {
+                    m.labels = Some(crate::infer::resolve_path(l, dir));
+                }
+            }
+        }
         cfg.validate()?;
         Ok((cfg, source))
+    }
+
+    /// Parses TOML text and applies `--set KEY=VALUE` overrides: KEY is a dotted path
+    /// (`features.n_mels`, `model.0.batch_size` for the first `[[model]]`), VALUE a TOML value
+    /// (`4`, `true`, `"text"`, `["log_mel"]`); a VALUE that is not TOML is taken as a string.
+    ///
+    /// # Errors
+    /// Bad TOML, a `--set` without `=` or with a path through a non-table, then what
+    /// [`Self::from_toml`] rejects.
+    pub fn from_toml_with_sets(text: &str, sets: &[String]) -> Result<Config> {
+        let mut root = toml::Value::Table(toml::from_str(text)?);
+        for set in sets {
+            apply_set(&mut root, set).with_context(|| format!("--set {set}"))?;
+        }
+        let cfg: Config = root.try_into().context("after the --set overrides")?;
+        Ok(cfg)
     }
 
     /// Parses TOML text (no validation beyond types and key names).
@@ -628,6 +669,14 @@ impl Config {
         }
         if d.max_sample_rate_hz == 0 {
             bail!("decode.max_sample_rate_hz: must be at least 1");
+        }
+        if let Some(e) = self
+            .run
+            .extensions
+            .iter()
+            .find(|e| e.is_empty() || e.contains(['/', '*']))
+        {
+            bail!("run.extensions: {e:?} is not a file extension (write \"wav\", not \"*.wav\")");
         }
         if self.run.max_input_bytes == 0 {
             bail!("run.max_input_bytes: must be at least 1");
@@ -773,8 +822,151 @@ impl Config {
     }
 }
 
+/// Expands `${VAR}` and `${VAR:-default}` with `lookup` (the environment); `$` elsewhere is
+/// kept, and so is everything on comment lines.
+///
+/// # Errors
+/// An unset variable without a default, or an unclosed `${`.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("${") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 2..];
+            let Some(end) = after.find('}') else {
+                bail!("line {}: `${{` without a closing `}}`", n + 1);
+            };
+            let body = &after[..end];
+            let (name, default) = match body.split_once(":-") {
+                Some((name, d)) => (name, Some(d)),
+                None => (body, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                bail!("line {}: `${{{body}}}` is not a variable name", n + 1);
+            }
+            match (lookup(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => bail!(
+                    "line {}: ${{{name}}} is not set (set it, or write ${{{name}:-default}})",
+                    n + 1
+                ),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+/// Applies one `KEY=VALUE` to a TOML table (see [`Config::from_toml_with_sets`]).
+fn apply_set(root: &mut toml::Value, set: &str) -> Result<()> {
+    let Some((key, value)) = set.split_once('=') else {
+        bail!("expected KEY=VALUE, e.g. --set run.jobs=4");
+    };
+    let key = key.trim();
+    let value = value.trim();
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t.remove("v").expect("parsed v"),
+        Err(_) => toml::Value::String(value.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("{key:?} is not a dotted key such as features.n_mels");
+    }
+    let (last, path) = parts.split_last().expect("non-empty");
+    let mut here = root;
+    for (i, part) in path.iter().enumerate() {
+        let so_far = parts[..=i].join(".");
+        here = match here {
+            toml::Value::Table(t) => t
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default())),
+            toml::Value::Array(a) => {
+                let idx: usize = part.parse().map_err(|_| {
+                    anyhow::anyhow!("{so_far}: an array needs an index (0, 1, ...)")
+                })?;
+                let len = a.len();
+                a.get_mut(idx).ok_or_else(|| {
+                    anyhow::anyhow!("{so_far}: index {idx} is past the {len} entries")
+                })?
+            }
+            _ => bail!("{so_far}: not a table"),
+        };
+    }
+    match here {
+        toml::Value::Table(t) => {
+            t.insert(last.to_string(), value);
+        }
+        toml::Value::Array(a) => {
+            let idx: usize = last
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{key}: an array needs an index (0, 1, ...)"))?;
+            let len = a.len();
+            *a.get_mut(idx)
+                .ok_or_else(|| anyhow::anyhow!("{key}: index {idx} is past the {len} entries"))? =
+                value;
+        }
+        _ => bail!("{}: not a table", path.join(".")),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn env_variables_expand_with_defaults_and_an_unset_one_is_named() {
+        let env = |v: &str| (v == "OUT").then(|| "/data/out".to_string());
+        let got = super::expand_env(
+            "# ${NOT_EXPANDED}\n[output]\ndir = \"${OUT}\"\nledger = \"${LEDGER:-/tmp/l.sqlite}\"\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            "# ${NOT_EXPANDED}\n[output]\ndir = \"/data/out\"\nledger = \"/tmp/l.sqlite\"\n"
+        );
+        let err = super::expand_env("x = \"${NOPE}\"\n", env).unwrap_err();
+        assert!(err.to_string().contains("${NOPE} is not set"), "{err}");
+        assert!(super::expand_env("x = \"${OUT\"\n", env).is_err());
+        assert!(super::expand_env("x = \"${1X}\"\n", env).is_err());
+    }
+
+    #[test]
+    fn set_overrides_take_toml_values_bare_strings_and_array_indexes() {
+        let text =
+            "[[model]]\nname = \"vad\"\npath = \"m.onnx\"\nsha256 = \"\"\nsample_rate_hz = 16000\n";
+        let sets = [
+            "run.jobs=3".to_string(),
+            "features.compute=[\"mfcc\"]".to_string(),
+            "output.dir=elsewhere".to_string(),
+            "model.0.name=\"speech\"".to_string(),
+        ];
+        let cfg = super::Config::from_toml_with_sets(text, &sets).unwrap();
+        assert_eq!(cfg.run.jobs, 3);
+        assert_eq!(cfg.features.compute, vec!["mfcc".to_string()]);
+        assert_eq!(cfg.output.dir, std::path::PathBuf::from("elsewhere"));
+        assert_eq!(cfg.model[0].name, "speech");
+        for (bad, why) in [
+            ("run.jobs", "KEY=VALUE"),
+            ("model.1.name=x", "past the 1 entries"),
+            ("run.jobs.x=1", "not a table"),
+        ] {
+            let err = super::Config::from_toml_with_sets(text, &[bad.to_string()]).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{bad}: {err:#}");
+        }
+        let err = super::Config::from_toml_with_sets("", &["run.jbos=1".to_string()]).unwrap_err();
+        assert!(format!("{err:#}").contains("jbos"), "{err:#}");
+    }
+
     use super::*;
 
     #[test]

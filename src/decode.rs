@@ -155,7 +155,7 @@ fn codecs() -> &'static CodecRegistry {
         let mut r = CodecRegistry::new();
         symphonia::default::register_enabled_codecs(&mut r);
         #[cfg(feature = "opus")]
-        r.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+        r.register_audio_decoder::<crate::opus::OpusDecoder>();
         r
     })
 }

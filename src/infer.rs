@@ -1133,7 +1133,7 @@ pub fn segments_json(o: &ModelOutput) -> serde_json::Value {
         "chunk_s": o.step_samples as f64 / rate,
         "chunks": o.values.len(),
         "threshold": o.cfg.segments.threshold,
-        "speech_s": o.segments.as_deref().unwrap_or_default().iter().map(|&(a, b)| (b - a) as f64 / rate).sum::<f64>(),
+        "speech_s": o.segments.as_deref().unwrap_or_default().iter().map(|&(a, b)| (b - a) as f64 / rate).fold(0.0, |acc, s| acc + s),
         "segments": segs,
     })
 }

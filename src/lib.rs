@@ -19,7 +19,10 @@ pub mod infer_ort;
 pub mod inputs;
 pub mod item;
 pub mod ledger;
+#[cfg(feature = "opus")]
+pub mod opus;
 pub mod process;
 pub mod serve;
 pub mod sink;
 pub mod store;
+pub mod term;

@@ -191,7 +191,7 @@ impl<'a> Engine<'a> {
         if recovered > 0 {
             tracing::warn!("{recovered} item(s) left running by an earlier run were marked failed (interrupted) and will be retried");
         }
-        let config_hash = cfg.output_hash_with(&format!("{}{}", exec.identity(), infer.identity()));
+        let config_hash = config_hash(cfg, &exec, &infer);
         let run_id = ledger.begin_run(&opts.command, &config_hash)?;
         Ok(Engine {
             cfg,
@@ -244,6 +244,26 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// The config hash a run records: the output-affecting settings plus the identity of every
+/// exec program and model file (so `config validate` prints what a run will record).
+pub fn config_hash(cfg: &Config, exec: &ExecStage, infer: &InferStage) -> String {
+    cfg.output_hash_with(&format!("{}{}", exec.identity(), infer.identity()))
+}
+
+/// The stage an error kind comes from (the `stage` field of log lines).
+pub fn stage_of(kind: &str) -> &'static str {
+    match kind {
+        "missing_input" | "not_a_file" | "fetch" | "too_large" => "fetch",
+        "sink" => "sink",
+        "ledger" => "ledger",
+        "timeout" => "pipeline",
+        k if k.starts_with("exec_") => "exec",
+        k if k.starts_with("model_") => "infer",
+        k if k.starts_with("feature") || k == "too_short" || k == "non_finite" => "features",
+        _ => "decode",
+    }
+}
+
 /// How one item ended.
 #[derive(Debug, Clone)]
 pub struct ItemReport {
@@ -273,7 +293,12 @@ pub fn run(
     let started = Instant::now();
     // One set of clients lists the inputs and then fetches them.
     let stores = Arc::new(Stores::new(&cfg.store));
-    let expanded = crate::inputs::expand(&stores, &req.inputs, std::slice::from_ref(&req.out_dir))?;
+    let expanded = crate::inputs::expand(
+        &stores,
+        &req.inputs,
+        std::slice::from_ref(&req.out_dir),
+        &crate::inputs::Selection::for_config(cfg),
+    )?;
     for w in &expanded.warnings {
         tracing::warn!("{w}");
     }
@@ -286,6 +311,20 @@ pub fn run(
     };
     let ctx = Engine::open(cfg, &opts, exec, infer)?;
     let run_id = ctx.run_id;
+    if !req.force {
+        let elements: Vec<&str> = expanded.items.iter().map(|i| i.element.as_str()).collect();
+        let other = ctx
+            .ledger()
+            .done_with_other_config(&ctx.config_hash, &elements)?;
+        if other > 0 {
+            tracing::warn!(
+                "{other} done item{} made with another config and will be recomputed \
+                 (config hash now {})",
+                if other == 1 { " was" } else { "s were" },
+                ctx.config_hash
+            );
+        }
+    }
 
     let items = expanded.items;
     let total = items.len() as u64;
@@ -305,7 +344,9 @@ pub fn run(
             let (rx, tx, ctx) = (work_rx.clone(), done_tx.clone(), &ctx);
             s.spawn(move || {
                 for item in rx {
-                    let report = ctx.process(item, false);
+                    // Every line logged while the item runs (a library's too) names it.
+                    let span = tracing::info_span!("item", element = %item.element);
+                    let report = span.in_scope(|| ctx.process(item, false));
                     if tx.send(report).is_err() {
                         break;
                     }
@@ -357,10 +398,21 @@ pub fn run(
                     ));
                 }
                 None if !req.quiet => {
-                    if matches!(r.outcome, Outcome::Failed | Outcome::GaveUp) {
-                        tracing::warn!("{line}");
-                    } else {
-                        tracing::info!("{line}");
+                    let element = r.item.element.as_str();
+                    match (&r.outcome, &r.error) {
+                        (Outcome::Failed | Outcome::GaveUp, e) => {
+                            let kind = e.as_ref().map_or("?", |e| e.kind);
+                            tracing::warn!(
+                                element,
+                                stage = stage_of(kind),
+                                error_kind = kind,
+                                "{line}"
+                            );
+                        }
+                        (Outcome::Skipped, _) => {
+                            tracing::info!(element, stage = "ledger", "{line}")
+                        }
+                        (Outcome::Done, _) => tracing::info!(element, stage = "sink", "{line}"),
                     }
                 }
                 None => {}
@@ -394,9 +446,11 @@ fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30.cyan/blue} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]",
-        )
+        ProgressStyle::with_template(if crate::term::color_stderr() {
+            "{bar:30.cyan/blue} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]"
+        } else {
+            "{bar:30} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]"
+        })
         .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -752,11 +806,20 @@ fn decode_and_features(
         features_t += t.elapsed();
     }
     let info = stream.into_info();
+    // Frames of the features on the hop_length grid (fbank and Whisper keep their own).
+    let mut feature_frames: Option<u64> = None;
     if let Some(feats) = feats {
         let t = Instant::now();
         let fin = feats.finish(&mut writer).map_err(FeatureError::Signal)?;
         features_t += t.elapsed();
         for f in fin.features() {
+            let own_grid = matches!(
+                f,
+                klio_dsp::Feature::Fbank | klio_dsp::Feature::WhisperLogMel
+            );
+            if !own_grid && feature_frames.is_none() {
+                feature_frames = Some(fin.frames(f));
+            }
             shapes.insert(
                 f.name().to_string(),
                 json!({ "file": format!("{}.npy", f.name()), "shape": fin.shape(f), "dtype": "float32" }),
@@ -846,7 +909,13 @@ fn decode_and_features(
         ("duration_s", json!(info.duration_s())),
         ("sample_rate_hz", json!(info.sample_rate_hz)),
         ("channels", json!(info.channels)),
-        ("frames", json!(info.frames)),
+        ("samples", json!(info.frames)),
+        ("frames", json!(feature_frames)),
+        ("hop_length", json!(ctx.cfg.features.hop_length)),
+        (
+            "frame_rate_hz",
+            json!(info.sample_rate_hz as f64 / ctx.cfg.features.hop_length.max(1) as f64),
+        ),
         ("source_sample_rate_hz", json!(info.source_sample_rate_hz)),
         ("source_channels", json!(info.source_channels)),
         ("container", json!(info.container)),

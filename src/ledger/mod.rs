@@ -17,6 +17,7 @@ pub use crate::item::InputFacts;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_models.sql")),
+    (3, include_str!("migrations/0003_retried.sql")),
 ];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -97,6 +98,50 @@ fn check_pragma(conn: &Connection, set: &str, name: &str, want: &str) -> Result<
     Ok(())
 }
 
+/// The advice for a file that is not a usable ledger.
+fn refuse(path: &Path, why: String) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} {why}. klio-edge will not touch it: move it aside (or name another file with \
+         --ledger) and a new ledger is created; to save a damaged ledger's rows, try \
+         `sqlite3 {} .recover`",
+        path.display(),
+        path.display()
+    )
+}
+
+/// Reading the schema is the first access: a file that is not SQLite fails here, and so does
+/// an SQLite database of something else.
+fn check_is_ledger(conn: &Connection, path: &Path) -> Result<()> {
+    let (version, tables): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), \
+             (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| refuse(path, format!("is not a readable SQLite database ({e})")))?;
+    if version == 0 && tables > 0 {
+        return Err(refuse(
+            path,
+            "is an SQLite database but not a klio-edge ledger (it has tables and no ledger schema version)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_intact(conn: &Connection, path: &Path) -> Result<()> {
+    let ok: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|e| refuse(path, format!("is damaged ({e})")))?;
+    if ok != "ok" {
+        return Err(refuse(
+            path,
+            format!("is damaged (SQLite quick_check: {ok})"),
+        ));
+    }
+    Ok(())
+}
+
 impl Ledger {
     /// Opens (creating) the ledger at `path`: WAL journal, migrations applied.
     ///
@@ -107,42 +152,52 @@ impl Ledger {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create folder {}", parent.display()))?;
         }
-        let refuse = |why: String| {
-            anyhow::anyhow!(
-                "{} {why}. klio-edge will not touch it: move it aside (or name another file with \
-                 --ledger) and a new ledger is created; to save a damaged ledger's rows, try \
-                 `sqlite3 {} .recover`",
-                path.display(),
-                path.display()
-            )
-        };
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        // Reading the schema is the first access: a file that is not SQLite fails here.
-        let (version, tables): (i64, i64) = conn
-            .query_row(
-                "SELECT (SELECT user_version FROM pragma_user_version), \
-                 (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table')",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| refuse(format!("is not a readable SQLite database ({e})")))?;
-        if version == 0 && tables > 0 {
-            return Err(refuse(
-                "is an SQLite database but not a klio-edge ledger (it has tables and no ledger schema version)".into(),
-            ));
-        }
+        check_is_ledger(&conn, path)?;
         check_pragma(&conn, "journal_mode = WAL", "journal_mode", "wal")?;
         let ledger = Self::setup(conn).with_context(|| format!("ledger {}", path.display()))?;
-        let ok: String = ledger
-            .conn
-            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-            .map_err(|e| refuse(format!("is damaged ({e})")))?;
-        if ok != "ok" {
-            return Err(refuse(format!("is damaged (SQLite quick_check: {ok})")));
-        }
+        check_intact(&ledger.conn, path)?;
         Ok(ledger)
+    }
+
+    /// Opens an existing ledger for reading only: no file is created or changed (not the
+    /// database, not its `-wal` or `-shm`), no migration runs. A ledger no run has open is
+    /// read as an immutable file; one with a `-wal` beside it (a run is writing it, or one
+    /// was killed) is read through SQLite's read-only mode, so its latest commits are seen.
+    ///
+    /// # Errors
+    /// No file at `path`, not a klio-edge ledger, damaged, or newer than this klio-edge.
+    pub fn open_read_only(path: &Path) -> Result<Ledger> {
+        use rusqlite::OpenFlags;
+        if !path.is_file() {
+            bail!("no ledger at {}", path.display());
+        }
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let live = Path::new(&wal).exists();
+        let mut uri = url::Url::from_file_path(crate::item::absolute(path))
+            .map_err(|()| anyhow::anyhow!("cannot name {} as a file URI", path.display()))?;
+        uri.set_query(Some(if live {
+            "mode=ro"
+        } else {
+            "mode=ro&immutable=1"
+        }));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri.as_str(), flags)
+            .with_context(|| format!("cannot open ledger {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        check_is_ledger(&conn, path)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if version > newest {
+            bail!("ledger schema version {version} is newer than this klio-edge knows ({newest}); upgrade klio-edge");
+        }
+        check_intact(&conn, path)?;
+        Ok(Ledger { conn })
     }
 
     /// An in-memory ledger (tests).
@@ -471,6 +526,21 @@ impl Ledger {
         Ok(())
     }
 
+    /// How many of `elements` are done with a config hash other than `config_hash` (a run
+    /// with this config will recompute them).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn done_with_other_config(&self, config_hash: &str, elements: &[&str]) -> Result<usize> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT element FROM items WHERE state = 'done' AND config_hash != ?1")?;
+        let other: std::collections::HashSet<String> = stmt
+            .query_map([config_hash], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(elements.iter().filter(|e| other.contains(**e)).count())
+    }
+
     /// Item counts by state.
     ///
     /// # Errors
@@ -495,39 +565,157 @@ impl Ledger {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The latest runs, newest first: id, started, finished, done, skipped, failed.
+    /// The latest runs, newest first.
     ///
     /// # Errors
     /// SQLite errors.
-    #[allow(clippy::type_complexity)]
-    pub fn runs(
-        &self,
-        limit: usize,
-    ) -> Result<
-        Vec<(
-            i64,
-            String,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        )>,
-    > {
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, started_at, finished_at, done, skipped, failed FROM runs ORDER BY id DESC LIMIT ?1",
+            "SELECT id, started_at, finished_at, command, config_hash, version, done, skipped, \
+             failed FROM runs ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
+            Ok(RunRow {
+                id: r.get(0)?,
+                started_at: r.get(1)?,
+                finished_at: r.get(2)?,
+                command: r.get(3)?,
+                config_hash: r.get(4)?,
+                version: r.get(5)?,
+                done: r.get(6)?,
+                skipped: r.get(7)?,
+                failed: r.get(8)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    /// Every history entry of `element`, oldest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn history_of(&self, element: &str) -> Result<Vec<HistoryRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT run_id, state, error_kind, error_message, input_hash, config_hash, stage_ms, at \
+             FROM history WHERE element = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([element], |r| {
+            let stage: Option<String> = r.get(6)?;
+            Ok(HistoryRow {
+                run_id: r.get(0)?,
+                state: r.get(1)?,
+                error_kind: r.get(2)?,
+                error_message: r.get(3)?,
+                input_hash: r.get(4)?,
+                config_hash: r.get(5)?,
+                stage_ms: stage.and_then(|s| serde_json::from_str(&s).ok()),
+                at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Makes failed items eligible again: their attempt count starts over, so the next run
+    /// tries them even when they had given up. Only items of `kinds` (all when empty) and of
+    /// `elements` (all when empty). Each gets a `retried` history entry under a run of its own
+    /// (`command`). Returns the elements retried.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn retry(
+        &mut self,
+        command: &str,
+        kinds: &[String],
+        elements: &[String],
+    ) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        let chosen: Vec<(String, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT element, COALESCE(error_kind, '') FROM items WHERE state = 'failed' ORDER BY element",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<(String, String)>>>()?
+                .into_iter()
+                .filter(|(e, k)| {
+                    (kinds.is_empty() || kinds.contains(k))
+                        && (elements.is_empty() || elements.contains(e))
+                })
+                .collect()
+        };
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO runs (started_at, finished_at, command, config_hash, version, done, skipped, failed) \
+                 VALUES ({NOW}, {NOW}, ?1, '', ?2, 0, 0, 0)"
+            ),
+            params![command, env!("CARGO_PKG_VERSION")],
+        )?;
+        let run_id = tx.last_insert_rowid();
+        for (element, kind) in &chosen {
+            tx.execute(
+                &format!("UPDATE items SET attempts = 0, updated_at = {NOW} WHERE element = ?1"),
+                [element],
+            )?;
+            let note = format!("made eligible again by `ledger retry` (was {kind})");
+            Self::history(
+                &tx,
+                run_id,
+                element,
+                "retried",
+                Some(kind),
+                Some(&note),
+                None,
+            )?;
+        }
+        tx.commit()?;
+        Ok(chosen.into_iter().map(|(e, _)| e).collect())
+    }
+}
+
+/// One run of the ledger.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: i64,
+    /// Start (UTC, RFC 3339).
+    pub started_at: String,
+    /// End; `None` when the run did not finish.
+    pub finished_at: Option<String>,
+    /// The command line.
+    pub command: String,
+    /// The config hash it ran with.
+    pub config_hash: String,
+    /// klio-edge version.
+    pub version: String,
+    /// Items done.
+    pub done: Option<i64>,
+    /// Items skipped.
+    pub skipped: Option<i64>,
+    /// Items failed.
+    pub failed: Option<i64>,
+}
+
+/// One history entry of an item.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryRow {
+    /// The run.
+    pub run_id: i64,
+    /// `done`, `failed`, `skipped`, `gave_up` or `retried`.
+    pub state: String,
+    /// Error kind (failed, gave_up, retried) or `output_exists` (skipped by adoption).
+    pub error_kind: Option<String>,
+    /// Error message or note.
+    pub error_message: Option<String>,
+    /// Input hash at that time.
+    pub input_hash: Option<String>,
+    /// Config hash at that time.
+    pub config_hash: String,
+    /// Milliseconds per stage.
+    pub stage_ms: Option<serde_json::Value>,
+    /// When (UTC).
+    pub at: String,
 }
 
 #[cfg(test)]

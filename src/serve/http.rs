@@ -156,9 +156,15 @@ async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
 /// # Errors
 /// The address cannot be bound.
 pub async fn start(addr: &str, health: Arc<Health>) -> Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (serve.http)"))?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot listen on {addr} (serve.http): the address is in use, by another serve on \
+             this host perhaps; give this one its own with --http 127.0.0.1:0 (a free port, \
+             logged) or --http off"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr} (serve.http)")),
+    };
     let bound = listener.local_addr()?;
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -1,5 +1,5 @@
-//! Klio's protobuf envelope (../shared/spec/klio-message.md), byte-compatible with Spotify's
-//! Klio jobs, and the rules a Klio job follows on intake and output: recipients, audit log,
+//! Klio's protobuf envelope (Spotify Klio's `KlioMessage`, field numbers in the derives below),
+//! byte-compatible with Klio jobs, and the rules a Klio job follows on intake and output: recipients, audit log,
 //! ping, force, `trigger_children_of`, V1 messages.
 
 use prost::Message as _;

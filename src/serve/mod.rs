@@ -560,11 +560,11 @@ impl Job {
                         self.backoff_s * 2f64.powi(d.attempt().saturating_sub(1).min(20) as i32),
                     )
                     .min(MAX_BACKOFF);
-                    tracing::warn!(element = %element, stage = kind, "failed, retrying in {delay:?}: {msg}");
+                    tracing::warn!(element = %element, stage = crate::process::stage_of(kind), error_kind = kind, "failed, retrying in {delay:?}: {msg}");
                     m.count("retried");
                     d.retry(delay).await
                 } else {
-                    tracing::warn!(element = %element, stage = kind, "failed for good: {msg}");
+                    tracing::warn!(element = %element, stage = crate::process::stage_of(kind), error_kind = kind, "failed for good: {msg}");
                     m.count("dead_lettered");
                     d.dead_letter(kind, &msg).await
                 }
@@ -604,7 +604,12 @@ pub struct PublishRequest {
 /// Inputs that cannot be expanded, or the source refused.
 pub fn publish(cfg: &Config, req: &PublishRequest) -> Result<usize> {
     let stores = crate::store::Stores::new(&cfg.store);
-    let expanded = crate::inputs::expand(&stores, &req.inputs, &[])?;
+    let expanded = crate::inputs::expand(
+        &stores,
+        &req.inputs,
+        &[],
+        &crate::inputs::Selection::for_config(cfg),
+    )?;
     for w in &expanded.warnings {
         tracing::warn!("{w}");
     }

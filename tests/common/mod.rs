@@ -1,15 +1,15 @@
 //! Shared helpers for the integration tests: run the built binary in a temp dir with `KLIO_*`
-//! variables cleared, find the shared corpus, read `.npy` files.
+//! variables cleared, find the test corpus (tests/corpus), read `.npy` files.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn corpus() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     assert!(
-        p.join("real").is_dir(),
-        "the shared corpus must be at {} (tests read it directly)",
+        p.join("MANIFEST.tsv").is_file(),
+        "the test corpus must be at {} (it is part of the repository)",
         p.display()
     );
     p
