@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load test for `klio-edge serve` on NATS JetStream (issue 5's bench).
+"""Load test for `klio-edge serve` on NATS JetStream (fleet throughput).
 
 Starts a nats-server on loopback, copies N short real recordings from tests/corpus/real,
 publishes them, and runs one `serve --until-idle` process (2 cores, --jobs 2). From its JSON

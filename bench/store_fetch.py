@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Object-store fetch bench (issue 7): items/s processing the corpus from moto's S3 server on
+"""Object-store fetch bench: items/s processing the corpus from moto's S3 server on
 loopback against the same files from local disk, in the same run.
 
 Starts moto_server, uploads every recording of tests/corpus/real (repeated --copies times

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the single static klio-edge binary: x86_64 musl, the `dist` profile (fat LTO, one
-# codegen unit, panic=abort, stripped), default features (tract backend, Opus). Installs the
+# codegen unit, panic=abort, stripped), tract and Opus (the pure-Rust decoder), without the `ort` feature (it loads a shared library). Installs the
 # rustup target and musl-tools when it can. Prints the binary's path as its last line.
 #
 #   scripts/build-static.sh            # build
@@ -16,7 +16,7 @@ fi
 if ! command -v musl-gcc >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >/dev/null
 fi
-# C code (SQLite, libopus) is compiled with musl-gcc so the whole binary links statically.
+# C code (SQLite) is compiled with musl-gcc so the whole binary links statically.
 export CC_x86_64_unknown_linux_musl=musl-gcc
 export CXX_x86_64_unknown_linux_musl=g++
 cargo build --locked --profile dist --target "$target" --no-default-features --features opus >&2

@@ -26,7 +26,7 @@ pub const EXIT_USAGE: i32 = 2;
 
 /// An error that is the user's to fix (bad config, missing ledger): exit code 2.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
+#[error("{}", crate::term::error_text(.0))]
 pub struct UsageError(pub anyhow::Error);
 
 fn usage<T>(r: Result<T>) -> Result<T> {
@@ -50,6 +50,7 @@ pub fn init_logging(cli: &Cli) {
         .with_writer(std::io::stderr)
         .with_ansi(color_stderr())
         .with_target(false);
+    crate::term::set_json_logs(cli.log_format.as_deref() == Some("json"));
     if cli.log_format.as_deref() == Some("json") {
         logs.json()
             .flatten_event(true)
@@ -222,8 +223,22 @@ fn items(n: u64) -> String {
 /// carrying every field of the summary.
 fn report_summary(summary: &process::Summary, json: bool) {
     if json {
-        let fields = serde_json::to_value(summary).unwrap_or_default();
-        tracing::info!(summary = %fields, "run finished");
+        let s = summary;
+        tracing::info!(
+            done = s.done,
+            skipped = s.skipped,
+            failed = s.failed,
+            gave_up = s.gave_up,
+            missing_input = s.missing_input,
+            items = s.items,
+            audio_s = s.audio_s,
+            wall_s = s.wall_s,
+            realtime_factor = s.realtime_factor,
+            run_id = s.run_id,
+            out_dir = %s.out_dir.display(),
+            ledger = %s.ledger.display(),
+            "run finished"
+        );
         return;
     }
     let mut extra = String::new();

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // Usage and config errors, and run-level failures (ledger, output folder), alike.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", klio_edge::term::error_text(&e));
             ExitCode::from(EXIT_USAGE as u8)
         }
     }

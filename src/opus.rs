@@ -1,5 +1,5 @@
-//! Opus for symphonia: the pure-Rust `opus-decoder` (a port of libopus, RFC 8251 conformant)
-//! behind symphonia's [`AudioDecoder`] trait, so Ogg Opus goes through the same probe, packet
+//! Opus for symphonia: the pure-Rust `opus-pure` decoder (a port of libopus, float output as
+//! libopus's `opus_decode_float`) behind symphonia's [`AudioDecoder`] trait, so Ogg Opus goes through the same probe, packet
 //! loop and error mapping as every other codec, and the build needs no C toolchain for it.
 //!
 //! The decoder always runs at 48 kHz (Opus's own rate; the Ogg header's "input sample rate"
@@ -30,7 +30,7 @@ const MAX_SAMPLES_PER_CHANNEL: usize = 5_760;
 /// Symphonia decoder for Opus (mono and stereo, channel mapping family 0).
 pub struct OpusDecoder {
     params: AudioCodecParameters,
-    decoder: opus_decoder::OpusDecoder,
+    decoder: opus_pure::OpusDecoder,
     buf: AudioBuffer<f32>,
     pcm: Vec<f32>,
     channels: usize,
@@ -80,7 +80,7 @@ impl OpusDecoder {
         if !(1..=2).contains(&channels) || mapping_family(head) != 0 {
             return unsupported_error("opus: only mono and stereo streams (mapping family 0)");
         }
-        let decoder = match opus_decoder::OpusDecoder::new(OPUS_RATE_HZ, channels) {
+        let decoder = match opus_pure::OpusDecoder::new(OPUS_RATE_HZ as i32, channels) {
             Ok(d) => d,
             Err(_) => return unsupported_error("opus: decoder set-up failed"),
         };
@@ -103,7 +103,8 @@ impl AudioDecoder for OpusDecoder {
     }
 
     fn reset(&mut self) {
-        self.decoder.reset();
+        // Only fails for a decoder that was never set up, which `try_new` rules out.
+        let _ = self.decoder.reset_state();
     }
 
     fn codec_params(&self) -> &AudioCodecParameters {
@@ -111,9 +112,16 @@ impl AudioDecoder for OpusDecoder {
     }
 
     fn decode_ref(&mut self, packet: &PacketRef<'_>) -> Result<GenericAudioBufferRef<'_>> {
-        let frames = match self.decoder.decode_float(packet.data, &mut self.pcm, false) {
-            Ok(n) => n,
-            Err(e) => return decode_error(opus_error_text(&e)),
+        if packet.data.is_empty() {
+            // An empty packet would ask the decoder to conceal a loss; a file has none.
+            return decode_error("opus: empty packet");
+        }
+        let frames = match self
+            .decoder
+            .decode(packet.data, MAX_SAMPLES_PER_CHANNEL, &mut self.pcm)
+        {
+            Ok(n) => n.min(MAX_SAMPLES_PER_CHANNEL),
+            Err(_) => return decode_error("opus: invalid packet"),
         };
         self.buf = audio_buffer(self.channels, frames);
         self.buf.render_uninit(None);
@@ -132,15 +140,6 @@ impl AudioDecoder for OpusDecoder {
 
     fn last_decoded(&self) -> GenericAudioBufferRef<'_> {
         self.buf.as_generic_audio_buffer_ref()
-    }
-}
-
-fn opus_error_text(e: &opus_decoder::OpusError) -> &'static str {
-    match e {
-        opus_decoder::OpusError::InvalidPacket => "opus: invalid packet",
-        opus_decoder::OpusError::BufferTooSmall => "opus: packet longer than 120 ms",
-        opus_decoder::OpusError::InternalError => "opus: decoder error",
-        opus_decoder::OpusError::InvalidArgument(_) => "opus: invalid argument",
     }
 }
 

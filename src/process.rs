@@ -253,10 +253,9 @@ pub fn config_hash(cfg: &Config, exec: &ExecStage, infer: &InferStage) -> String
 /// The stage an error kind comes from (the `stage` field of log lines).
 pub fn stage_of(kind: &str) -> &'static str {
     match kind {
-        "missing_input" | "not_a_file" | "fetch" | "too_large" => "fetch",
+        "missing_input" | "not_a_file" | "fetch" | "fetch_denied" | "too_large" | "io" => "fetch",
         "sink" => "sink",
-        "ledger" => "ledger",
-        "timeout" => "pipeline",
+        "ledger" | "gave_up" | "interrupted" => "ledger",
         k if k.starts_with("exec_") => "exec",
         k if k.starts_with("model_") => "infer",
         k if k.starts_with("feature") || k == "too_short" || k == "non_finite" => "features",
@@ -396,6 +395,13 @@ pub fn run(
                         audio_s / 3600.0,
                         counts.failed
                     ));
+                }
+                None if !req.quiet && !crate::term::json_logs() => {
+                    if matches!(r.outcome, Outcome::Failed | Outcome::GaveUp) {
+                        tracing::warn!("{line}");
+                    } else {
+                        tracing::info!("{line}");
+                    }
                 }
                 None if !req.quiet => {
                     let element = r.item.element.as_str();

@@ -26,3 +26,52 @@ pub fn color_stderr() -> bool {
     use std::io::IsTerminal;
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
+
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records that log lines are JSON objects (`--log-format json`).
+pub fn set_json_logs(on: bool) {
+    JSON_LOGS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether log lines are JSON objects: structured fields (`element`, `stage`) are then
+/// attached to lines whose text already says the same for people.
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An error and its causes as one line, `outer: inner: ...`, each cause said once: a stage
+/// error that already quotes its source (`writing F: No such file...`) is not followed by
+/// the same text again.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_text_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file (os error 2)");
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing /x: {source}")]
+        struct Writing {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::new(Writing { source: io }).context("output location /x");
+        assert_eq!(
+            super::error_text(&e),
+            "output location /x: writing /x: No such file (os error 2)"
+        );
+    }
+}

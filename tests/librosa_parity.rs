@@ -1,5 +1,5 @@
 //! Parity with librosa: each case in tests/fixtures/librosa/ (made by
-//! scripts/make_librosa_fixtures.py) names a lossless recording of the shared corpus and a
+//! scripts/make_librosa_fixtures.py) names a lossless recording of the test corpus (tests/corpus) and a
 //! config; klio-edge must reproduce librosa's arrays within the tolerances below.
 //!
 //! The fixtures are librosa's float64 results (audio loaded as float64) rounded to float32;

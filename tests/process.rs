@@ -1,4 +1,4 @@
-//! End-to-end tests of `klio-edge process` on the real and malformed recordings of the shared
+//! End-to-end tests of `klio-edge process` on the real and malformed recordings of the test
 //! corpus: outputs and shapes, skip / force / config-change reprocessing, failures with reasons,
 //! crash recovery, exit codes and the config commands.
 
@@ -406,4 +406,50 @@ fn readme_quick_start_processes_the_shipped_examples_with_default_config() {
         "{s}"
     );
     assert!(dir.path().join("features/klio-ledger.sqlite").is_file());
+}
+
+/// The corpus is whole: every MANIFEST.tsv row names a file with that sha256 and a licence
+/// that lies beside it, and every file of the corpus has its row.
+#[test]
+fn corpus_files_match_their_manifest_and_carry_their_licence() {
+    use sha2::Digest;
+    let root = corpus();
+    let text = std::fs::read_to_string(root.join("MANIFEST.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (file, sha, lic) = (col("file"), col("sha256"), col("license_file"));
+    let mut named = Vec::new();
+    for line in lines {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let bytes =
+            std::fs::read(root.join(cols[file])).unwrap_or_else(|e| panic!("{}: {e}", cols[file]));
+        let got: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(got, cols[sha], "{}: sha256", cols[file]);
+        let licence = cols[lic];
+        if licence.starts_with("project") {
+            for f in ["LICENSE-MIT", "LICENSE-APACHE"] {
+                assert!(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join(f).is_file(),
+                    "{f}"
+                );
+            }
+        } else {
+            assert!(
+                root.join(licence).is_file(),
+                "{}: licence {licence}",
+                cols[file]
+            );
+        }
+        named.push(cols[file].to_string());
+    }
+    for sub in ["real", "bad"] {
+        for e in std::fs::read_dir(root.join(sub)).unwrap() {
+            let name = format!("{sub}/{}", e.unwrap().file_name().to_string_lossy());
+            assert!(named.contains(&name), "{name} has no MANIFEST.tsv row");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Helpers for the Pub/Sub tests: the cloudbox emulator on loopback (started and stopped by
 //! PID), its REST API for the test's own publishing and pulling, and Klio messages encoded by
-//! hand from ../shared/spec/klio-message.md (independent of klio-edge's own protobuf code).
+//! hand from the field numbers of Klio's `klio.proto` (independent of klio-edge's own protobuf code).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
