@@ -70,7 +70,7 @@ impl Selection {
         let ok = Path::new(name)
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
-            .is_some_and(|e| exts.iter().any(|x| *x == e));
+            .is_some_and(|e| exts.contains(&e));
         if !ok {
             self.skipped.set(self.skipped.get() + 1);
         }
