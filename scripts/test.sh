@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: `scripts/test.sh [cargo test args...]` (the arguments go to
-# `cargo test`). On a fresh Debian machine with rustup and a C compiler it installs what the
+# `cargo test --workspace --locked --no-fail-fast`). On a fresh Debian machine with rustup and a C compiler it installs what the
 # tests need first, as root or as a normal user (sudo only for the Debian packages, and only
 # when one is missing):
 #   Debian packages  nats-server (the broker the serve tests start on loopback),
 #                    opus-tools (opusdec: libopus, the reference the Opus decoder is checked
-#                    against), python3-venv (for the venvs below)
+#                    against), ffmpeg (the shipped exec-ffmpeg.toml example is validated),
+#                    python3-venv (for the venvs below)
 #   Python venvs     under target/, made once: py-moto (moto's S3 server), py-cloudbox (the
 #                    Pub/Sub emulator, with two one-line fixes), py-ort (the onnxruntime wheel,
 #                    whose library the `backend = "ort"` tests load)
@@ -31,6 +32,7 @@ need_apt=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || [ -x /usr/bin/nats-server ] \
   || need_apt+=(nats-server)
 command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 venvs_needed=0
 { [ -n "${KLIO_MOTO_SERVER:-}" ] && [ -n "${KLIO_CLOUDBOX:-}" ] && [ -n "${ORT_DYLIB_PATH:-}" ]; } \
   || venvs_needed=1
@@ -118,7 +120,8 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+# --no-fail-fast: every test binary runs, so one failure does not hide the others.
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line with the totals over every test binary (doc tests print 0 last otherwise).

@@ -958,7 +958,8 @@ mod tests {
         for (bad, why) in [
             ("run.jobs", "KEY=VALUE"),
             ("model.1.name=x", "past the 1 entries"),
-            ("run.jobs.x=1", "not a table"),
+            ("model.0.name.x=1", "model.0.name: not a table"),
+            ("run.jobs.x=1", "run.jobs"),
         ] {
             let err = super::Config::from_toml_with_sets(text, &[bad.to_string()]).unwrap_err();
             assert!(format!("{err:#}").contains(why), "{bad}: {err:#}");

@@ -470,13 +470,17 @@ fn json_logs_name_element_and_stage_and_meta_counts_feature_frames() {
         "{lines:?}"
     );
     let last = lines.last().unwrap();
-    let summary: serde_json::Value =
-        serde_json::from_str(last["summary"].as_str().unwrap()).unwrap();
+    assert_eq!(last["message"], "run finished", "{last}");
     assert_eq!(
-        (summary["done"].as_u64(), summary["failed"].as_u64()),
-        (Some(2), Some(1)),
+        (
+            last["done"].as_u64(),
+            last["failed"].as_u64(),
+            last["items"].as_u64()
+        ),
+        (Some(2), Some(1), Some(3)),
         "{last}"
     );
+    assert!(last["realtime_factor"].as_f64().unwrap() > 0.0, "{last}");
 
     for item in item_dirs(&d.join("out")) {
         let meta = read_json(&item.join("meta.json"));

@@ -60,7 +60,7 @@ fn real_corpus_is_processed_with_librosa_shapes_then_skipped_then_forced() {
             "{name}: duration {got_s} vs manifest {want_s}"
         );
         assert_eq!(meta["sample_rate_hz"], 22050);
-        let frames = meta["frames"].as_u64().unwrap() as usize;
+        let frames = meta["samples"].as_u64().unwrap() as usize;
         assert!(
             (frames as f64 - got_s * 22050.0).abs() <= 2.0,
             "{name}: {frames} frames for {got_s} s"

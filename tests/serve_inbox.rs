@@ -155,7 +155,7 @@ fn two_processes_share_an_inbox_take_complete_files_once() {
     // The slow file was decoded whole: 3 s at 16 kHz.
     let slow = expected.last().unwrap();
     let meta = common::read_json(&dir.join("out").join(slow).join("meta.json"));
-    assert_eq!(meta["frames"], 48000, "{meta}");
+    assert_eq!(meta["samples"], 48000, "{meta}");
     assert!(dir.join("inbox/never.wav.tmp").exists());
     assert_eq!(count(&dir.join("inbox/.klio-processing")), 0);
 }
