@@ -1,21 +1,20 @@
-//! Dispatch from the parsed command line to the drivers, and the small read-only commands
-//! (`ledger`, `config`). Maps results to exit codes: 0 all good, 1 some items failed, 2 usage
-//! or config error.
+//! Dispatch from the parsed command line to the drivers, and the small commands (`ledger`,
+//! `config`, `completions`, `man`). Maps results to exit codes: 0 all good, 1 some items
+//! failed, 2 usage or config error.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, ConfigCommand, LedgerCommand, LedgerLocation};
-use crate::outln;
-use crate::term::{color_stderr, emit};
-
 use crate::config::{Config, Source};
 use crate::exec::ExecStage;
 use crate::infer::InferStage;
 use crate::ledger::Ledger;
+use crate::outln;
 use crate::process::{self, ProcessRequest};
 use crate::serve::{self, PublishRequest, ServeRequest};
+use crate::term::{color_stderr, emit};
 
 /// Exit code: everything succeeded.
 pub const EXIT_OK: i32 = 0;

@@ -80,6 +80,11 @@ fn probabilities_and_segments_match_python_onnxruntime_and_silero() {
         let speech_s = ours["speech_s"].as_f64().unwrap();
         if name.contains("no-speech") {
             assert_eq!(speech_s, 0.0, "{name}: no speech in a xylophone");
+            // An empty sum of f64 is -0.0 in Rust; the file must say 0.0.
+            assert!(
+                speech_s.is_sign_positive(),
+                "{name}: speech_s is {speech_s:?}"
+            );
         } else {
             assert!(
                 speech_s > 0.5 * samples / 16000.0,
