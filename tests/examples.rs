@@ -76,3 +76,58 @@ fn an_item_over_the_memory_budget_spills_and_writes_the_same_arrays() {
         "spill files removed"
     );
 }
+
+/// The output hash of every example config (and of the built-in defaults) is pinned: a
+/// change here reprocesses every user's finished items, so it must be deliberate (bump
+/// `ALGORITHM_VERSION` and these values together). Tool and model file identities, which
+/// differ by machine, are not part of `output_hash`.
+#[test]
+fn example_config_hashes_are_pinned() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let mut got: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| {
+            let (cfg, _) = klio_edge::config::Config::load(Some(&p), &[]).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, cfg.output_hash())
+        })
+        .collect();
+    got.sort();
+    got.insert(
+        0,
+        (
+            "(defaults)".into(),
+            klio_edge::config::Config::default().output_hash(),
+        ),
+    );
+    let want = PINNED_HASHES;
+    let got_text: Vec<String> = got
+        .iter()
+        .map(|(n, h)| format!("(\"{n}\", \"{h}\"),"))
+        .collect();
+    assert_eq!(
+        got.iter()
+            .map(|(n, h)| (n.as_str(), h.as_str()))
+            .collect::<Vec<_>>(),
+        want.to_vec(),
+        "config hashes changed; if deliberate, pin:\n{}",
+        got_text.join("\n")
+    );
+}
+
+const PINNED_HASHES: &[(&str, &str)] = &[
+    ("(defaults)", "4acb2dcdce6e56ce"),
+    ("exec-checksum.toml", "2d68814ded1362fd"),
+    ("exec-ffmpeg.toml", "821c27dcced0d826"),
+    ("kaldi-fbank.toml", "cbd35a6c12aeb7dc"),
+    ("logmel-16k.toml", "829082e7a74f72ee"),
+    ("logmel-44k.toml", "7545469037b178cb"),
+    ("mfcc.toml", "50f9e770cabb64ae"),
+    ("serve-inbox.toml", "829082e7a74f72ee"),
+    ("serve-nats.toml", "829082e7a74f72ee"),
+    ("serve-pubsub.toml", "829082e7a74f72ee"),
+    ("vad.toml", "624b40d818b5c892"),
+    ("whisper.toml", "adb65508e90e65f9"),
+];
