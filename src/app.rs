@@ -121,7 +121,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 // sha256 matched, label files read.
                 let exec = usage(ExecStage::new(&cfg.exec).context("[[exec]]"))?;
                 let infer = usage(InferStage::new(&cfg.model, &cfg.infer).context("[[model]]"))?;
-                let hash = process::config_hash(&cfg, &exec, &infer);
+                let hash = crate::pipeline::config_hash(&cfg, &exec, &infer);
                 if !cli.quiet {
                     eprintln!(
                         "config OK ({from}): {} exec program(s), {} model(s) loaded",

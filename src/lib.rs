@@ -1,8 +1,9 @@
 //! klio-edge: turn a corpus of audio (or any binary) files into features, with a ledger.
 //!
-//! Data flows one way: inputs -> fetch -> decode -> features / infer -> exec -> sink -> ledger. Each stage has
-//! one module; the drivers ([`process`]) own threads and decide retries; stages share only the
-//! nouns in [`item`].
+//! Data flows one way: inputs -> fetch -> decode -> features / infer -> exec -> sink -> ledger.
+//! Each stage has one module; [`pipeline`] takes one item through them (skip, retry or give
+//! up as the ledger says); the drivers, [`process`] (a corpus) and [`serve`] (a source's
+//! events), own the threads and call it; stages share only the nouns in [`item`].
 
 pub mod app;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod item;
 pub mod ledger;
 #[cfg(feature = "opus")]
 pub mod opus;
+pub mod pipeline;
 pub mod process;
 pub mod serve;
 pub mod sink;

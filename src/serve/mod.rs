@@ -31,7 +31,7 @@ use crate::exec::ExecStage;
 use crate::infer::InferStage;
 use crate::item::Outcome;
 use crate::ledger::RunCounts;
-use crate::process::{Engine, EngineOptions};
+use crate::pipeline::{Engine, EngineOptions};
 use event::{BadMessage, Delivery, Event, EventSource, Parser};
 use http::Health;
 use settings::{MessageFormat, SourceKind};
@@ -560,11 +560,11 @@ impl Job {
                         self.backoff_s * 2f64.powi(d.attempt().saturating_sub(1).min(20) as i32),
                     )
                     .min(MAX_BACKOFF);
-                    tracing::warn!(element = %element, stage = crate::process::stage_of(kind), error_kind = kind, "failed, retrying in {delay:?}: {msg}");
+                    tracing::warn!(element = %element, stage = crate::pipeline::stage_of(kind), error_kind = kind, "failed, retrying in {delay:?}: {msg}");
                     m.count("retried");
                     d.retry(delay).await
                 } else {
-                    tracing::warn!(element = %element, stage = crate::process::stage_of(kind), error_kind = kind, "failed for good: {msg}");
+                    tracing::warn!(element = %element, stage = crate::pipeline::stage_of(kind), error_kind = kind, "failed for good: {msg}");
                     m.count("dead_lettered");
                     d.dead_letter(kind, &msg).await
                 }

@@ -40,7 +40,19 @@ fn cloudbox_bin() -> PathBuf {
 }
 
 impl Emulator {
+    /// Starts cloudbox on free loopback ports and waits until it answers. Ports are picked
+    /// free, then released, so a parallel test can take one first: an emulator that exits
+    /// while starting (it could not bind) is started again on new ports, up to three times.
     pub fn start() -> Emulator {
+        for _ in 0..3 {
+            if let Some(e) = Self::try_start() {
+                return e;
+            }
+        }
+        panic!("the Pub/Sub emulator exited while starting, three times");
+    }
+
+    fn try_start() -> Option<Emulator> {
         let dir = std::env::temp_dir();
         let mut cmd = Command::new(cloudbox_bin());
         cmd.env("CLOUDBOX_HOST", "127.0.0.1")
@@ -72,25 +84,37 @@ impl Emulator {
             cmd.env(format!("CLOUDBOX_{var}_PORT"), port.to_string());
         }
         let child = cmd.spawn().expect("start cloudbox");
-        let e = Emulator {
+        let mut e = Emulator {
             child,
             grpc: format!("127.0.0.1:{grpc}"),
             rest: format!("http://127.0.0.1:{rest}"),
         };
-        wait_for(Duration::from_secs(60), "the Pub/Sub emulator", || {
-            http(
+        let started = std::time::Instant::now();
+        loop {
+            let up = http(
                 &e.rest,
                 "GET",
                 &format!("/v1/projects/{PROJECT}/topics"),
                 &[],
                 b"",
             )
-            .is_some_and(|(s, _)| s == 200)
-        });
+            .is_some_and(|(s, _)| s == 200);
+            if up {
+                break;
+            }
+            if e.child.try_wait().expect("poll cloudbox").is_some() {
+                return None;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "timed out after 90 s waiting for the Pub/Sub emulator"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         wait_for(Duration::from_secs(30), "the emulator's gRPC port", || {
             std::net::TcpStream::connect(&e.grpc).is_ok()
         });
-        e
+        Some(e)
     }
 
     fn call(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
