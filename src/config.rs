@@ -39,7 +39,7 @@ pub struct Config {
     /// `[[model]]`: ONNX models run on each item's waveform.
     pub model: Vec<ModelConfig>,
     /// `[serve]`: the service (`klio-edge serve` and `publish`); does not affect outputs.
-    pub serve: crate::serve::settings::ServeConfig,
+    pub serve: crate::source::settings::ServeConfig,
     /// `[store]`: object stores (`s3://`, `gs://`, `https://`); does not affect outputs.
     pub store: crate::store::StoreConfig,
     /// `[infer]`: settings shared by the `[[model]]`s (the ONNX Runtime library).

@@ -5,7 +5,7 @@
 
 use crate::config::{Config, DecodeConfig, FeaturesConfig, SampleRate};
 use crate::decode::AudioStream;
-use crate::serve::event;
+use crate::source as event;
 
 const EXTENSIONS: [Option<&str>; 7] = [
     None,
@@ -49,7 +49,7 @@ pub fn decode(data: &[u8]) {
 
 /// A queue message: parsed, or refused with a reason; an accepted element id is safe.
 pub fn message(data: &[u8]) {
-    let klio = crate::serve::klio::KlioConfig {
+    let klio = crate::source::klio::KlioConfig {
         input_location: "/data/".into(),
         ..Default::default()
     };
@@ -62,7 +62,7 @@ pub fn message(data: &[u8]) {
         assert!(!item.element.contains('/') && !item.element.starts_with('.'));
         if let Some(k) = &ev.klio {
             // What goes downstream decodes again, with this job at the end of the audit log.
-            let again = crate::serve::klio::intake(&crate::serve::klio::output(k, &klio), &klio)
+            let again = crate::source::klio::intake(&crate::source::klio::output(k, &klio), &klio)
                 .expect("output decodes");
             assert_eq!(again.element, k.element);
         }

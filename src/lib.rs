@@ -5,7 +5,6 @@
 //! up as the ledger says); the drivers, [`process`] (a corpus) and [`serve`] (a source's
 //! events), own the threads and call it; stages share only the nouns in [`item`].
 
-pub mod app;
 pub mod cli;
 pub mod config;
 pub mod decode;
@@ -26,5 +25,6 @@ pub mod pipeline;
 pub mod process;
 pub mod serve;
 pub mod sink;
+pub mod source;
 pub mod store;
 pub mod term;

@@ -1,13 +1,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use klio_edge::app::{self, EXIT_USAGE};
-use klio_edge::cli::Cli;
+use klio_edge::cli::{self, Cli, EXIT_USAGE};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    app::init_logging(&cli);
-    match app::run(cli) {
+    let args = Cli::parse();
+    cli::init_logging(&args);
+    match cli::run(args) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // Usage and config errors, and run-level failures (ledger, output folder), alike.

@@ -1,19 +1,13 @@
 //! Driver for the service (`klio-edge serve`) and for `klio-edge publish`: events from a source
-//! (inbox folder or NATS JetStream) name items; each item runs through the same [`Engine`] as
-//! `process`; the event is settled (ack, retry with backoff, or dead letter) only after the
+//! ([`crate::source`]: an inbox folder, NATS JetStream, Google Pub/Sub) name items; each item
+//! runs through the same [`Engine`] as `process`; the event is settled (ack, retry with backoff, or dead letter) only after the
 //! ledger commit. At most `max_in_flight` events are held at once, so memory stays flat however
 //! long the backlog.
 //!
 //! Threads: one (current-thread) async runtime drives the source, the HTTP endpoint and the
 //! signals; items run on blocking threads.
 
-pub mod event;
 pub mod http;
-pub mod inbox;
-pub mod klio;
-pub mod nats;
-pub mod pubsub;
-pub mod settings;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -32,9 +26,10 @@ use crate::infer::InferStage;
 use crate::item::Outcome;
 use crate::ledger::RunCounts;
 use crate::pipeline::{Engine, EngineOptions};
-use event::{BadMessage, Delivery, Event, EventSource, Parser};
+use crate::source::settings::{MessageFormat, SourceKind};
+use crate::source::{inbox, klio, nats, pubsub};
+use crate::source::{BadMessage, Delivery, Event, EventSource, Parser};
 use http::Health;
-use settings::{MessageFormat, SourceKind};
 
 /// What `serve` was asked to do (flags resolved against the config).
 #[derive(Debug, Clone)]
@@ -630,7 +625,7 @@ pub fn publish(cfg: &Config, req: &PublishRequest) -> Result<usize> {
                     &cfg.serve.klio,
                 )
             } else {
-                event::message_for(p, req.force)
+                crate::source::message_for(p, req.force)
             }
         })
         .collect();

@@ -1,13 +1,20 @@
-//! What arrives from a queue: the event (which item, forced or not), how it is parsed, and the
-//! two traits every event source implements.
+//! Event sources for `serve`: what arrives from a queue (the event: which item, forced or
+//! not), how it is parsed, the two traits every source implements, and the sources
+//! themselves (an inbox folder, NATS JetStream, Google Pub/Sub) with Klio's envelope.
+
+pub mod inbox;
+pub mod klio;
+pub mod nats;
+pub mod pubsub;
+pub mod settings;
 
 use std::time::Duration;
 
 use anyhow::Result;
 
-use super::klio::{self, Intake, KlioConfig};
-use super::settings::{MessageFormat, ServeConfig};
 use crate::item::{ItemRef, Source};
+use klio::{Intake, KlioConfig};
+use settings::{MessageFormat, ServeConfig};
 
 /// Longest message accepted, in bytes (a path or a small JSON object).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

@@ -24,8 +24,8 @@ use gcloud_pubsub::subscriber::ReceivedMessage;
 use gcloud_pubsub::subscription::{Subscription, SubscriptionConfig};
 use tokio::sync::oneshot;
 
-use super::event::{BadMessage, Delivery, Event, EventSource, Parser};
 use super::settings::{CreateMode, PubsubConfig};
+use super::{BadMessage, Delivery, Event, EventSource, Parser};
 
 /// A connected client.
 pub struct PubsubClient {

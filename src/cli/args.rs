@@ -1,4 +1,4 @@
-//! Command-line grammar (clap derive structs only).
+//! Command-line grammar (clap derive structs only): every command and flag.
 
 use std::path::PathBuf;
 

@@ -1,12 +1,15 @@
-//! Dispatch from the parsed command line to the drivers, and the small commands (`ledger`,
-//! `config`, `completions`, `man`). Maps results to exit codes: 0 all good, 1 some items
-//! failed, 2 usage or config error.
+//! The command layer: the grammar ([`args`]), dispatch from the parsed command line to the
+//! drivers, and the small commands (`ledger`, `config`, `completions`, `man`). Maps results
+//! to exit codes: 0 all good, 1 some items failed, 2 usage or config error.
+
+pub mod args;
+
+pub use args::Cli;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, ConfigCommand, LedgerCommand, LedgerLocation};
 use crate::config::{Config, Source};
 use crate::exec::ExecStage;
 use crate::infer::InferStage;
@@ -15,6 +18,7 @@ use crate::outln;
 use crate::process::{self, ProcessRequest};
 use crate::serve::{self, PublishRequest, ServeRequest};
 use crate::term::{color_stderr, emit};
+use args::{Command, ConfigCommand, LedgerCommand, LedgerLocation};
 
 /// Exit code: everything succeeded.
 pub const EXIT_OK: i32 = 0;
@@ -194,9 +198,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                     force: args.force,
                     ping: args.ping,
                     direction: if args.top_down {
-                        crate::serve::klio::Direction::TopDown
+                        crate::source::klio::Direction::TopDown
                     } else {
-                        crate::serve::klio::Direction::BottomUp
+                        crate::source::klio::Direction::BottomUp
                     },
                 },
             )?;

@@ -11,8 +11,8 @@ use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use super::event::{BadMessage, Delivery, Event, EventSource, Parser};
 use super::settings::NatsConfig;
+use super::{BadMessage, Delivery, Event, EventSource, Parser};
 
 /// Connects and creates the streams and the consumer if they are missing.
 ///

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use notify::Watcher;
 
-use super::event::{BadMessage, Delivery, Event, EventSource};
 use super::settings::{AfterDone, InboxConfig};
+use super::{BadMessage, Delivery, Event, EventSource};
 
 /// Folder inside the inbox that holds claimed files.
 pub const PROCESSING_DIR: &str = ".klio-processing";
