@@ -3,7 +3,7 @@
 
 Each case decodes one file of tests/corpus/real with librosa (soundfile, no resampling),
 computes features with the parameters of its config.toml, and saves them as float32 .npy in
-the shape librosa returns. tests/librosa_parity.rs runs klio-edge with the same config.toml on
+the shape librosa returns. tests/it/librosa_parity.rs runs klio-edge with the same config.toml on
 the same file and compares.
 
     python3 -m venv /tmp/lr && /tmp/lr/bin/pip install librosa==0.11.0 soundfile numpy \

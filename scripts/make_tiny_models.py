@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tiny ONNX models for the infer stage's tests (tests/infer_models.rs), built with the
+"""Tiny ONNX models for the infer stage's tests (tests/it/infer_models.rs), built with the
 `onnx` package (pip install onnx), opset 13, a few hundred bytes each:
 
   counter.onnx   x [1, 512], s [1] -> y [1, 1] = s, s' = s + 1   (state carried, reset per item)

@@ -84,14 +84,14 @@ venv() {
   fi
 }
 
-# moto_server for tests/stores.rs.
+# moto_server for tests/it/stores.rs.
 if [ -z "${KLIO_MOTO_SERVER:-}" ]; then
   venv target/py-moto 'moto[s3,server]==5.2.5'
   KLIO_MOTO_SERVER="$(pwd)/target/py-moto/bin/moto_server"
   export KLIO_MOTO_SERVER
 fi
 
-# cloudbox (the Pub/Sub emulator) for tests/serve_pubsub.rs, in its own venv: it declares a
+# cloudbox (the Pub/Sub emulator) for tests/it/serve_pubsub.rs, in its own venv: it declares a
 # newer Python than it needs, and 0.2.3 needs two one-line fixes on Python 3.11 (postponed
 # annotations in core/store.py; a default for SubscriptionModel.name).
 if [ -z "${KLIO_CLOUDBOX:-}" ]; then

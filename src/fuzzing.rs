@@ -1,5 +1,5 @@
 //! Entry points shared by the cargo-fuzz targets (`fuzz/`) and the property tests
-//! (`tests/fuzz_props.rs`, stable Rust, in CI). Each takes untrusted input and must return
+//! (`tests/it/fuzz_props.rs`, stable Rust, in CI). Each takes untrusted input and must return
 //! without panicking, hanging or allocating without bound; each asserts what must hold when
 //! the input is accepted.
 

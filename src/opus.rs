@@ -6,7 +6,7 @@
 //! is informational). The Ogg header's pre-skip is dropped from the first samples decoded, as
 //! libopus' `opusdec` does; packet trims from the demuxer (end trimming by granule position)
 //! are applied to every packet. How close it comes to libopus on the corpus is checked by
-//! `tests/formats.rs` against `opusdec` (Debian's opus-tools).
+//! `tests/it/formats.rs` against `opusdec` (Debian's opus-tools).
 
 use std::fmt;
 

@@ -1,13 +1,11 @@
 //! `serve` on an inbox folder: complete files only, one taker per file across processes,
 //! the HTTP endpoint, and the SIGTERM drain.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use common::serve::*;
+use crate::common::serve::*;
 
 fn config(dir: &Path, name: &str, http: &str, extra: &str) -> String {
     let text = format!(
@@ -154,7 +152,7 @@ fn two_processes_share_an_inbox_take_complete_files_once() {
     check_outputs(&dir.join("out"), &expected);
     // The slow file was decoded whole: 3 s at 16 kHz.
     let slow = expected.last().unwrap();
-    let meta = common::read_json(&dir.join("out").join(slow).join("meta.json"));
+    let meta = crate::common::read_json(&dir.join("out").join(slow).join("meta.json"));
     assert_eq!(meta["samples"], 48000, "{meta}");
     assert!(dir.join("inbox/never.wav.tmp").exists());
     assert_eq!(count(&dir.join("inbox/.klio-processing")), 0);

@@ -2,11 +2,9 @@
 //! corpus: outputs and shapes, skip / force / config-change reprocessing, failures with reasons,
 //! crash recovery, exit codes and the config commands.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// Real recordings: MANIFEST.tsv rows (file, channels, rate, duration).
 fn manifest_real() -> Vec<(String, f64)> {

@@ -21,11 +21,9 @@
 //! - `spectral_rolloff`: exact, except that a frame whose cumulative energy ties the
 //!   threshold within float rounding may land one FFT bin away; at most 2% of frames.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// Kaldi fbank, shape (bins, frames): see the module doc for the bound.
 fn compare_fbank(case: &str, shape: &[usize], want: &[f32], got: &[f32]) {

@@ -6,13 +6,11 @@
 //! Kills: `KLIO_CRASH_KILLS` (default 50 for process, a third of it for serve), seed
 //! `KLIO_CRASH_SEED` (default 7). `scripts/crash-harness.sh --kills 1000` runs the long version.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::serve::*;
+use crate::common::serve::*;
 
 /// xorshift64*: a fixed-seed source of kill delays.
 struct Rng(u64);
@@ -47,7 +45,7 @@ fn corpus(dir: &Path, n: u32) -> Vec<PathBuf> {
         "oga_vorbis_22k05_stereo_freedesktop-service-login.oga",
     ] {
         let p = dir.join(real);
-        std::fs::copy(common::real(real), &p).unwrap();
+        std::fs::copy(crate::common::real(real), &p).unwrap();
         v.push(p);
     }
     v
@@ -56,7 +54,7 @@ fn corpus(dir: &Path, n: u32) -> Vec<PathBuf> {
 fn config(dir: &Path, extra: &str) -> String {
     let text = format!(
         "{}\n[run]\nmax_attempts = 100000\n{extra}",
-        std::fs::read_to_string(common::example("logmel-16k.toml")).unwrap()
+        std::fs::read_to_string(crate::common::example("logmel-16k.toml")).unwrap()
     );
     let p = dir.join("crash.toml");
     std::fs::write(&p, text).unwrap();
@@ -91,7 +89,7 @@ fn verify(out: &Path, ledger: &Path, elements: &[String]) {
     for (e, (state, hash, outputs)) in &rows {
         assert_eq!(state, "done", "{e}");
         assert_eq!(done_history.get(e), Some(&1), "{e} done exactly once");
-        let meta = common::read_json(&out.join(e).join("meta.json"));
+        let meta = crate::common::read_json(&out.join(e).join("meta.json"));
         assert_eq!(meta["element"], e.as_str());
         assert_eq!(
             meta["input_hash"].as_str(),
@@ -109,7 +107,7 @@ fn verify(out: &Path, ledger: &Path, elements: &[String]) {
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.path().is_dir() {
             if name == ".klio-tmp" {
-                let left = common::all_files(&entry.path());
+                let left = crate::common::all_files(&entry.path());
                 assert!(left.is_empty(), "temp files left: {left:?}");
             }
             continue;

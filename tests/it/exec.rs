@@ -1,11 +1,9 @@
 //! The exec stage: external programs over binary and audio items, with hostile names,
 //! failures, hangs, floods, reruns and tool changes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 fn sha256_hex(path: &Path) -> String {
     let o = std::process::Command::new("sha256sum")

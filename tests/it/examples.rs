@@ -2,11 +2,9 @@
 //! promise on a real 16 kHz recording (37141 samples); an item that does not fit the feature
 //! memory budget spills to disk and still writes the same arrays.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 const XYLOFON: &str = "wav_s16_16k_mono_sound-icons-xylofon.wav";
 const SAMPLES: usize = 37141;

@@ -3,14 +3,12 @@
 //! `config validate FILE`, `--set` and `${VAR}`, `serve --http`, completions and the man page,
 //! JSON logs, the meta.json frame keys, and the note about items made with another config.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_klio-edge"));
@@ -232,7 +230,7 @@ fn ledger_commands_read_only_group_show_and_retry() {
 
     // Reading commands change nothing in the folder: no -wal, no -shm, same bytes.
     let before = snapshot(&d.join("out"));
-    let element = common::serve::element_of(&d.join("in/broken.wav"));
+    let element = crate::common::serve::element_of(&d.join("in/broken.wav"));
     for args in [
         &["ledger", "status", "--out", "out"][..],
         &["ledger", "status", "--out", "out", "--json"][..],
@@ -594,7 +592,7 @@ fn completions_and_man_page() {
 
 #[test]
 fn two_serves_on_one_host_with_one_config() {
-    use common::serve::{free_port, signal, spawn, wait_exit, wait_for};
+    use crate::common::serve::{free_port, signal, spawn, wait_exit, wait_for};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = free_port();

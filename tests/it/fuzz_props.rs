@@ -7,8 +7,6 @@
 use klio_edge::fuzzing;
 use proptest::prelude::*;
 
-mod common;
-
 /// `PROPTEST_CASES`, else 256 per property.
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -27,7 +25,7 @@ fn seeds() -> Vec<Vec<u8>> {
     ]
     .iter()
     .map(|n| {
-        let mut b = std::fs::read(common::real(n)).unwrap();
+        let mut b = std::fs::read(crate::common::real(n)).unwrap();
         // Keep cases quick: the headers and the first packets are where parsers break.
         b.truncate(48 * 1024);
         b

@@ -4,11 +4,9 @@
 //! refuses failing their item with a clear kind. Each case runs on both backends (tract, and
 //! ONNX Runtime through ORT_DYLIB_PATH, which scripts/test.sh sets).
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 const FILES: [&str; 2] = [
     "wav_s16_16k_mono_sound-icons-xylofon.wav",

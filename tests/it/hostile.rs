@@ -2,11 +2,9 @@
 //! an unwritable output location fails one item and leaves the ledger consistent, hostile file
 //! names never escape the output folder, corrupt or foreign ledgers are refused untouched.
 
-mod common;
-
 use std::path::Path;
 
-use common::serve::{done_elements, ledger_ok, write_wav};
+use crate::common::serve::{done_elements, ledger_ok, write_wav};
 
 fn failed_kinds(ledger: &Path) -> Vec<(String, String)> {
     let c = rusqlite::Connection::open(ledger).unwrap();
@@ -20,7 +18,7 @@ fn failed_kinds(ledger: &Path) -> Vec<(String, String)> {
 }
 
 fn kind_of(ledger: &Path, file: &Path) -> Option<String> {
-    let e = common::serve::element_of(file);
+    let e = crate::common::serve::element_of(file);
     failed_kinds(ledger)
         .into_iter()
         .find(|(el, _)| *el == e)
@@ -40,7 +38,7 @@ fn configured_limits_refuse_items_and_the_rest_finish() {
     write_wav(&fast, 0.5, 48000, 3); // 48 kHz: over max_sample_rate_hz
     let stereo = dir.join("in/stereo.flac");
     std::fs::copy(
-        common::real("flac_s16_44k1_stereo_sonic-pi-loop-tabla.flac"),
+        crate::common::real("flac_s16_44k1_stereo_sonic-pi-loop-tabla.flac"),
         &stereo,
     )
     .unwrap();
@@ -51,9 +49,10 @@ fn configured_limits_refuse_items_and_the_rest_finish() {
          [features]\ncompute = [\"log_mel\"]\n[run]\nmax_input_bytes = 1000000\n",
     )
     .unwrap();
-    let (code, summary) = common::process(dir, &["--config", "limits.toml", "--out", "out", "in"]);
+    let (code, summary) =
+        crate::common::process(dir, &["--config", "limits.toml", "--out", "out", "in"]);
     assert_eq!(code, 1, "{summary}");
-    assert_eq!(common::count(&summary, "done"), 1);
+    assert_eq!(crate::common::count(&summary, "done"), 1);
     let ledger = dir.join("out/klio-ledger.sqlite");
     assert_eq!(kind_of(&ledger, &big).as_deref(), Some("too_large"));
     assert_eq!(
@@ -71,20 +70,20 @@ fn configured_limits_refuse_items_and_the_rest_finish() {
 fn an_item_over_its_time_limit_fails_with_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let long = common::real("wav_s16_8k_mono_moh-reno-project-system.wav"); // 5 min
+    let long = crate::common::real("wav_s16_8k_mono_moh-reno-project-system.wav"); // 5 min
     std::fs::write(
         dir.join("t.toml"),
         "[decode]\nsample_rate_hz = 16000\n[features]\ncompute = [\"log_mel\"]\n[run]\nitem_timeout_s = 0.001\n",
     )
     .unwrap();
-    let (code, summary) = common::process(
+    let (code, summary) = crate::common::process(
         dir,
         &["--config", "t.toml", "--out", "out", long.to_str().unwrap()],
     );
     assert_eq!(code, 1, "{summary}");
     let ledger = dir.join("out/klio-ledger.sqlite");
     assert_eq!(kind_of(&ledger, &long).as_deref(), Some("timeout"));
-    assert!(common::item_dirs(&dir.join("out")).is_empty());
+    assert!(crate::common::item_dirs(&dir.join("out")).is_empty());
 }
 
 #[test]
@@ -101,20 +100,22 @@ fn an_unwritable_item_folder_fails_that_item_only() {
         .collect();
     // Where f0's folder would go, a plain file is in the way.
     std::fs::create_dir(dir.join("out")).unwrap();
-    let blocked = dir.join("out").join(common::serve::element_of(&files[0]));
+    let blocked = dir
+        .join("out")
+        .join(crate::common::serve::element_of(&files[0]));
     std::fs::write(&blocked, b"in the way").unwrap();
-    let (code, summary) = common::process(
+    let (code, summary) = crate::common::process(
         dir,
         &[
             "--config",
-            &common::example("logmel-16k.toml"),
+            &crate::common::example("logmel-16k.toml"),
             "--out",
             "out",
             "in",
         ],
     );
     assert_eq!(code, 1, "{summary}");
-    assert_eq!(common::count(&summary, "done"), 3);
+    assert_eq!(crate::common::count(&summary, "done"), 3);
     let ledger = dir.join("out/klio-ledger.sqlite");
     assert_eq!(kind_of(&ledger, &files[0]).as_deref(), Some("sink"));
     assert_eq!(std::fs::read(&blocked).unwrap(), b"in the way");
@@ -141,19 +142,19 @@ fn hostile_file_names_stay_inside_the_output_folder() {
     for (i, n) in names.iter().enumerate() {
         write_wav(&inp.join(n), 0.3, 16000, i as u32);
     }
-    let (code, summary) = common::process(
+    let (code, summary) = crate::common::process(
         dir,
         &[
             "--config",
-            &common::example("logmel-16k.toml"),
+            &crate::common::example("logmel-16k.toml"),
             "--out",
             "out",
             "in",
         ],
     );
     assert_eq!(code, 0, "{summary}");
-    assert_eq!(common::count(&summary, "done"), names.len() as u64);
-    let items = common::item_dirs(&dir.join("out"));
+    assert_eq!(crate::common::count(&summary, "done"), names.len() as u64);
+    let items = crate::common::item_dirs(&dir.join("out"));
     assert_eq!(items.len(), names.len());
     for d in items {
         assert_eq!(d.parent().unwrap(), dir.join("out"));
@@ -189,22 +190,22 @@ fn corrupt_or_foreign_ledgers_are_refused_untouched() {
         c.execute_batch("CREATE TABLE items (x); INSERT INTO items VALUES (1);")
             .unwrap();
     }
-    let (code, _) = common::process(dir, &["--out", "good", "a.wav"]);
+    let (code, _) = crate::common::process(dir, &["--out", "good", "a.wav"]);
     assert_eq!(code, 0);
     let good = std::fs::read(dir.join("good/klio-ledger.sqlite")).unwrap();
     std::fs::write(dir.join("cut.sqlite"), &good[..good.len() / 2]).unwrap();
     for name in ["garbage.sqlite", "foreign.sqlite", "cut.sqlite"] {
         let before = std::fs::read(dir.join(name)).unwrap();
-        let o = common::klio(dir, &["process", "--out", "o", "--ledger", name, "a.wav"]);
+        let o = crate::common::klio(dir, &["process", "--out", "o", "--ledger", name, "a.wav"]);
         assert_eq!(o.status.code(), Some(2), "{name}");
-        let err = common::stderr(&o);
+        let err = crate::common::stderr(&o);
         assert!(err.contains("move it aside"), "{name}: {err}");
         assert_eq!(
             std::fs::read(dir.join(name)).unwrap(),
             before,
             "{name} untouched"
         );
-        let o = common::klio(dir, &["ledger", "status", "--ledger", name]);
+        let o = crate::common::klio(dir, &["ledger", "status", "--ledger", name]);
         assert_eq!(o.status.code(), Some(2), "{name}");
     }
 }

@@ -1,9 +1,7 @@
 //! WAV sample formats the test corpus lacks (u8, s32), written by the test itself: each must
 //! decode to the same signal as its 16-bit twin, so their features agree.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// A canonical PCM WAV of `samples` (in [-1, 1]) at 16 kHz mono with `bits` per sample.
 fn wav(samples: &[f64], bits: u16) -> Vec<u8> {

@@ -3,11 +3,9 @@
 //! PCM within 1e-4 (fixtures by scripts/make_vad_fixtures.py), segments match Silero's own
 //! `get_speech_timestamps_from_probs`, speech is found in speech and not in music.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn fixtures() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vad");

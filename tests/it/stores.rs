@@ -2,13 +2,11 @@
 //! and for `gs://` through the GCS backend's XML API) and a local web server with Range
 //! support and fault injection (for `http(s)://`).
 
-mod common;
-
 use std::path::Path;
 
-use common::serve::write_wav;
-use common::stores::{Moto, WebServer};
-use common::{count, process_env, read_json, real};
+use crate::common::serve::write_wav;
+use crate::common::stores::{Moto, WebServer};
+use crate::common::{count, process_env, read_json, real};
 
 const CONFIG: &str = "[decode]\nsample_rate_hz = 16000\nchannels = \"mono\"\n\n\
 [features]\ncompute = [\"log_mel\"]\nn_mels = 40\n";
@@ -110,7 +108,7 @@ fn s3_listing_upload_and_output_exists_across_ledgers() {
     std::fs::write(&local, &flac).unwrap();
     let (code, s) = process_env(d, &["--config", &cfg, "a.flac", "--out", "local"], &env);
     assert_eq!(code, 0, "{s}");
-    let local_dir = common::item_dirs(&d.join("local")).pop().unwrap();
+    let local_dir = crate::common::item_dirs(&d.join("local")).pop().unwrap();
     let local_meta = read_json(&local_dir.join("meta.json"));
     let a = rows.iter().find(|r| r.1 == "s3://klio/in/a.flac").unwrap();
     let remote_meta: serde_json::Value =
@@ -177,7 +175,7 @@ fn s3_listing_upload_and_output_exists_across_ledgers() {
     assert_eq!(rows[0].3.as_deref(), Some("too_large"), "{rows:?}");
 
     // An object-store --out needs a ledger named explicitly.
-    let o = common::klio_env(
+    let o = crate::common::klio_env(
         d,
         &[
             "process",
@@ -191,9 +189,9 @@ fn s3_listing_upload_and_output_exists_across_ledgers() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        common::stderr(&o).contains("--ledger"),
+        crate::common::stderr(&o).contains("--ledger"),
         "{}",
-        common::stderr(&o)
+        crate::common::stderr(&o)
     );
 }
 
@@ -233,7 +231,7 @@ fn gcs_reads_and_writes_through_the_xml_api() {
     // The local run of the same bytes agrees.
     let (code, s) = process_env(d, &["--config", &cfg, "g.wav", "--out", "local"], &env);
     assert_eq!(code, 0, "{s}");
-    let local = common::item_dirs(&d.join("local")).pop().unwrap();
+    let local = crate::common::item_dirs(&d.join("local")).pop().unwrap();
     let npy_key = keys.iter().find(|k| k.ends_with("/log_mel.npy")).unwrap();
     assert_eq!(
         moto.get("klio2", npy_key).unwrap(),
@@ -326,7 +324,7 @@ fn http_retries_times_out_and_reports_missing() {
     assert_eq!(kind, "too_large", "{msg}");
     assert!(msg.contains("max_input_bytes"), "{msg}");
     // Same bytes as the local file.
-    let metas: Vec<serde_json::Value> = common::item_dirs(&d.join("out"))
+    let metas: Vec<serde_json::Value> = crate::common::item_dirs(&d.join("out"))
         .iter()
         .map(|p| read_json(&p.join("meta.json")))
         .collect();
@@ -340,7 +338,7 @@ fn http_retries_times_out_and_reports_missing() {
 
 #[test]
 fn serve_takes_object_urls_from_nats_and_writes_to_the_bucket() {
-    use common::serve::{spawn, wait_exit, Nats};
+    use crate::common::serve::{spawn, wait_exit, Nats};
     use std::time::Duration;
     let nats = Nats::start();
     let moto = Moto::start();
@@ -355,7 +353,7 @@ fn serve_takes_object_urls_from_nats_and_writes_to_the_bucket() {
             &std::fs::read(d.join(format!("s{i}.wav"))).unwrap(),
         );
     }
-    let base = std::fs::read_to_string(common::example("serve-nats.toml")).unwrap();
+    let base = std::fs::read_to_string(crate::common::example("serve-nats.toml")).unwrap();
     let cfg = d.join("serve.toml");
     std::fs::write(
         &cfg,
@@ -400,7 +398,7 @@ fn serve_takes_object_urls_from_nats_and_writes_to_the_bucket() {
         std::fs::read_to_string(&log).unwrap()
     );
     assert_eq!(
-        common::serve::done_elements(&d.join("serve.sqlite")).len(),
+        crate::common::serve::done_elements(&d.join("serve.sqlite")).len(),
         4
     );
 }

@@ -2,14 +2,12 @@
 //! envelope: every intake rule with messages built from the spec by hand, dead letters, a
 //! fleet of two with one SIGKILLed, and a chain of two klio-edge jobs.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::pubsub::{decode, job, klio, Emulator, To, PROJECT};
-use common::serve::{done_elements, element_of, history, spawn, wait_exit, write_wav};
+use crate::common::pubsub::{decode, job, klio, Emulator, To, PROJECT};
+use crate::common::serve::{done_elements, element_of, history, spawn, wait_exit, write_wav};
 
 /// One emulator and its serve processes at a time: they are heavy for a 2-core machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -18,7 +16,7 @@ const ME: &str = "klio-edge-example";
 
 /// The example config with the HTTP port off and `extra` appended.
 fn config(dir: &Path, name: &str, edits: &[(&str, &str)]) -> String {
-    let mut text = std::fs::read_to_string(common::example("serve-pubsub.toml")).unwrap();
+    let mut text = std::fs::read_to_string(crate::common::example("serve-pubsub.toml")).unwrap();
     text = text.replace("http = \"127.0.0.1:9464\"", "http = \"\"");
     for (from, to) in edits {
         assert!(text.contains(from), "{from} not in the example");
@@ -291,7 +289,7 @@ fn fleet_of_two_with_one_killed_and_a_chain_of_two_jobs() {
         .collect();
     let mut workers = workers;
     // Killed in the middle of an item: its message is held, unacked, by a dead process.
-    common::serve::wait_for(
+    crate::common::serve::wait_for(
         Duration::from_secs(120),
         "worker 0 busy after 3 items",
         || {
@@ -322,9 +320,9 @@ fn fleet_of_two_with_one_killed_and_a_chain_of_two_jobs() {
             "{e} (held by the killed worker) was not redelivered"
         );
     }
-    common::serve::check_outputs(
+    crate::common::serve::check_outputs(
         &d.join("out-a"),
-        &common::serve::paths_in(&input)
+        &crate::common::serve::paths_in(&input)
             .iter()
             .map(|p| element_of(p))
             .collect::<Vec<_>>(),

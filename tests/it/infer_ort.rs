@@ -4,11 +4,9 @@
 //! of Python onnxruntime, the same segments; sessions shared by two workers; CUDA asked for on
 //! a CPU-only runtime falls back with a warning; a missing library is a clear error.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn ort_lib() -> String {
     std::env::var("ORT_DYLIB_PATH").expect(

@@ -1,15 +1,13 @@
 //! `serve` on NATS JetStream against a real nats-server on loopback: a fleet of three with one
 //! SIGKILLed, poison messages dead-lettered with their reason, retryable failures retried.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::serve::*;
+use crate::common::serve::*;
 
 fn config(dir: &Path, extra: &str) -> String {
-    let base = std::fs::read_to_string(common::example("serve-nats.toml")).unwrap();
+    let base = std::fs::read_to_string(crate::common::example("serve-nats.toml")).unwrap();
     // Short ack wait so a killed worker's message comes back quickly; no HTTP port clashes.
     let text = base
         .replace("ack_wait_s = 5", "ack_wait_s = 2")
@@ -175,7 +173,7 @@ fn klio_envelope_on_nats_with_output_events() {
     check_outputs(&dir.join("out"), &[element_of(&a)]);
     let out = stream_messages(&nats.url, "KLIO_ITEMS_OUT");
     assert_eq!(out.len(), 1, "{}", std::fs::read_to_string(&log).unwrap());
-    let m = common::pubsub::decode(&out[0].0);
+    let m = crate::common::pubsub::decode(&out[0].0);
     assert_eq!(
         m.element,
         std::fs::canonicalize(&a).unwrap().to_string_lossy()
@@ -224,7 +222,7 @@ fn poison_messages_are_dead_lettered_and_retryable_failures_retried() {
     let good = dir.join("good.wav");
     write_wav(&good, 1.0, 16000, 1);
     let late = dir.join("late.wav"); // published before it exists: missing_input, retried
-    let bad = common::corpus().join("bad/text-file-named.wav");
+    let bad = crate::common::corpus().join("bad/text-file-named.wav");
     let bodies: Vec<Vec<u8>> = vec![
         b"{broken json".to_vec(),
         br#"{"element": "../../etc/passwd", "uri": "/tmp/x.wav"}"#.to_vec(),

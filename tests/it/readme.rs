@@ -3,12 +3,10 @@
 //! source file of the repository must be documented there. Each failure names what is missing
 //! and the README section to add it to.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -412,15 +410,16 @@ fn file_name(path: &str) -> &str {
 }
 
 /// The files `## Layout` must list: the top-level files, everything under src/, scripts/,
-/// bench/, config/ and tests/common/, and the test files tests/*.rs. (Data folders such as
-/// tests/corpus/ and tests/fixtures/ may be listed as folders.)
+/// bench/, config/ and tests/it/ (the integration tests and their helpers), and any test file
+/// tests/*.rs. (Data folders such as tests/corpus/ and tests/fixtures/ may be listed as
+/// folders.)
 fn in_layout(path: &str) -> bool {
     if let Some(rest) = path.strip_prefix("tests/") {
         if !rest.contains('/') {
             return rest.ends_with(".rs");
         }
     }
-    let dirs = ["src/", "scripts/", "bench/", "config/", "tests/common/"];
+    let dirs = ["src/", "scripts/", "bench/", "config/", "tests/it/"];
     !path.contains('/') || dirs.iter().any(|d| path.starts_with(d))
 }
 
