@@ -424,13 +424,7 @@ fn ledger_command(cfg: &Config, command: LedgerCommand, quiet: bool) -> Result<i
             elements,
             loc,
         } => {
-            let path = ledger_path(cfg, &loc);
-            if !path.is_file() {
-                return usage(Err(anyhow::anyhow!(
-                    "no ledger at {} (name it with --ledger FILE or --out DIR)",
-                    path.display()
-                )));
-            }
+            let path = existing_ledger_path(cfg, &loc)?;
             let mut ledger =
                 Ledger::open(&path).with_context(|| format!("ledger {}", path.display()))?;
             let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -499,8 +493,9 @@ fn ledger_path(cfg: &Config, loc: &LedgerLocation) -> PathBuf {
         .unwrap_or_else(|| process::default_ledger(&cfg.output.dir))
 }
 
-/// The ledger named by `loc`, opened read-only (nothing created or changed).
-fn open_existing(cfg: &Config, loc: &LedgerLocation) -> Result<(PathBuf, Ledger)> {
+/// The ledger file named by `loc`; a usage error when there is none (no command creates one
+/// just by looking).
+fn existing_ledger_path(cfg: &Config, loc: &LedgerLocation) -> Result<PathBuf> {
     let path = ledger_path(cfg, loc);
     if !path.is_file() {
         return usage(Err(anyhow::anyhow!(
@@ -508,6 +503,12 @@ fn open_existing(cfg: &Config, loc: &LedgerLocation) -> Result<(PathBuf, Ledger)
             path.display()
         )));
     }
+    Ok(path)
+}
+
+/// The ledger named by `loc`, opened read-only (nothing created or changed).
+fn open_existing(cfg: &Config, loc: &LedgerLocation) -> Result<(PathBuf, Ledger)> {
+    let path = existing_ledger_path(cfg, loc)?;
     let ledger = usage(Ledger::open_read_only(&path))?;
     Ok((path, ledger))
 }
