@@ -3,9 +3,11 @@
 //! without panicking, hanging or allocating without bound; each asserts what must hold when
 //! the input is accepted.
 
-use crate::config::{Config, DecodeConfig, FeaturesConfig, SampleRate};
-use crate::decode::AudioStream;
+use crate::config::Config;
 use crate::source as event;
+use crate::stage::decode::AudioStream;
+use crate::stage::decode::{DecodeConfig, SampleRate};
+use crate::stage::features::FeaturesConfig;
 
 const EXTENSIONS: [Option<&str>; 7] = [
     None,
@@ -27,7 +29,7 @@ pub fn decode(data: &[u8]) {
         sample_rate_hz: SampleRate::Hz(16000),
         max_duration_s: 30.0,
         max_channels: 8,
-        extension_mismatch: crate::config::Mismatch::Warn,
+        extension_mismatch: crate::stage::decode::Mismatch::Warn,
         ..DecodeConfig::default()
     };
     let ext = EXTENSIONS[pick as usize % EXTENSIONS.len()].map(str::to_string);

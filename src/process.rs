@@ -12,11 +12,11 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Config;
-use crate::exec::ExecStage;
-use crate::infer::InferStage;
 use crate::item::{ItemRef, Outcome};
 use crate::ledger::RunCounts;
-use crate::pipeline::{stage_of, Engine, EngineOptions, ItemReport};
+use crate::pipeline::{Engine, EngineOptions, ErrorKind, ItemReport};
+use crate::stage::exec::ExecStage;
+use crate::stage::infer::InferStage;
 use crate::store::Stores;
 
 /// Default ledger file name inside the output folder.
@@ -102,7 +102,7 @@ pub fn run(
         command: req.command.clone(),
         stores: Some(stores),
     };
-    let ctx = Engine::open(cfg, &opts, exec, infer)?;
+    let ctx = Engine::open(cfg.clone(), &opts, exec, infer)?;
     let run_id = ctx.run_id();
     if !req.force {
         let elements: Vec<&str> = expanded.items.iter().map(|i| i.element.as_str()).collect();
@@ -158,7 +158,10 @@ pub fn run(
                 }
                 Outcome::Failed | Outcome::GaveUp => {
                     counts.failed += 1;
-                    if r.error.as_ref().is_some_and(|e| e.kind == "missing_input") {
+                    if r.error
+                        .as_ref()
+                        .is_some_and(|e| e.kind == ErrorKind::MissingInput)
+                    {
                         missing_input += 1;
                     }
                     let e = r
@@ -199,11 +202,11 @@ pub fn run(
                     let element = r.item.element.as_str();
                     match (&r.outcome, &r.error) {
                         (Outcome::Failed | Outcome::GaveUp, e) => {
-                            let kind = e.as_ref().map_or("?", |e| e.kind);
+                            let kind = e.as_ref().map_or(ErrorKind::Unknown, |e| e.kind);
                             tracing::warn!(
                                 element,
-                                stage = stage_of(kind),
-                                error_kind = kind,
+                                stage = kind.stage(),
+                                error_kind = kind.as_str(),
                                 "{line}"
                             );
                         }

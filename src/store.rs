@@ -11,6 +11,7 @@
 //! connections, 5xx, 429), never on 4xx answers. A download that breaks off mid-body starts
 //! again, up to `store.retries` times.
 
+use crate::pipeline::ErrorKind;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -301,13 +302,13 @@ pub enum StoreError {
 
 impl StoreError {
     /// The ledger's `error_kind`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::NotFound(_) => "missing_input",
-            StoreError::Denied { .. } => "fetch_denied",
-            StoreError::TooLarge { .. } => "too_large",
-            StoreError::Other { .. } => "fetch",
-            StoreError::Local { .. } => "io",
+            StoreError::NotFound(_) => ErrorKind::MissingInput,
+            StoreError::Denied { .. } => ErrorKind::FetchDenied,
+            StoreError::TooLarge { .. } => ErrorKind::TooLarge,
+            StoreError::Other { .. } => ErrorKind::Fetch,
+            StoreError::Local { .. } => ErrorKind::Io,
         }
     }
 

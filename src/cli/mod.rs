@@ -1,6 +1,7 @@
 //! The command layer: the grammar ([`args`]), dispatch from the parsed command line to the
 //! drivers, and the small commands (`ledger`, `config`, `completions`, `man`). Maps results
-//! to exit codes: 0 all good, 1 some items failed, 2 usage or config error.
+//! to exit codes: 0 all good, 1 some items failed, 2 usage or config error, 130 `serve` stopped
+//! by a second signal. Signals are handled here, not in the drivers.
 
 pub mod args;
 
@@ -11,14 +12,15 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::config::{Config, Source};
-use crate::exec::ExecStage;
-use crate::infer::InferStage;
 use crate::ledger::Ledger;
 use crate::outln;
+use crate::pipeline::Engine;
 use crate::process::{self, ProcessRequest};
 use crate::serve::{self, PublishRequest, ServeRequest};
+use crate::stage::exec::ExecStage;
+use crate::stage::infer::InferStage;
 use crate::term::{color_stderr, emit};
-use args::{Command, ConfigCommand, LedgerCommand, LedgerLocation};
+use args::{Command, ConfigCommand, LedgerCommand};
 
 /// Exit code: everything succeeded.
 pub const EXIT_OK: i32 = 0;
@@ -26,6 +28,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ITEMS_FAILED: i32 = 1;
 /// Exit code: usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code: `serve` stopped by a second signal before its drain finished (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// An error that is the user's to fix (bad config, missing ledger): exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -64,20 +68,52 @@ pub fn init_logging(cli: &Cli) {
     }
 }
 
-/// Flags that are config keys in disguise, as `--set` overrides (applied before validation).
+/// The flags that are config keys in disguise, as `--set` overrides after the user's own
+/// (applied before validation): the command line, the environment and the file resolve into
+/// one [`Config`], and everything downstream reads only that, so `--out`, `--jobs`, `--set`
+/// and the file cannot disagree (ripgrep's low-level to high-level arguments).
 fn flag_sets(cli: &Cli) -> Vec<String> {
     let mut sets = cli.set.clone();
     let quoted = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let path = |sets: &mut Vec<String>, key: &str, p: &Option<PathBuf>| {
+        if let Some(p) = p {
+            sets.push(format!("{key}={}", quoted(&p.to_string_lossy())));
+        }
+    };
     match &cli.command {
-        Command::Process(a) if !a.ext.is_empty() => {
-            let list: Vec<String> = a.ext.iter().map(|e| quoted(e)).collect();
-            sets.push(format!("run.extensions=[{}]", list.join(", ")));
+        Command::Process(a) => {
+            if !a.ext.is_empty() {
+                let list: Vec<String> = a.ext.iter().map(|e| quoted(e)).collect();
+                sets.push(format!("run.extensions=[{}]", list.join(", ")));
+            }
+            path(&mut sets, "output.dir", &a.out);
+            path(&mut sets, "output.ledger", &a.ledger);
+            if let Some(j) = a.jobs {
+                sets.push(format!("run.jobs={j}"));
+            }
         }
         Command::Serve(a) => {
             if let Some(http) = &a.http {
                 let addr = if http == "off" { "" } else { http.as_str() };
                 sets.push(format!("serve.http={}", quoted(addr)));
             }
+            path(&mut sets, "output.dir", &a.out);
+            path(&mut sets, "output.ledger", &a.ledger);
+            if let Some(j) = a.jobs {
+                sets.push(format!("serve.max_in_flight={j}"));
+                if j == 0 {
+                    // 0 is one per core, not "fall back to run.jobs".
+                    sets.push("run.jobs=0".into());
+                }
+            }
+        }
+        Command::Ledger { command } => {
+            let loc = match command {
+                LedgerCommand::Status(l) | LedgerCommand::Failed(l) => l,
+                LedgerCommand::Show { loc, .. } | LedgerCommand::Retry { loc, .. } => loc,
+            };
+            path(&mut sets, "output.dir", &loc.out);
+            path(&mut sets, "output.ledger", &loc.ledger);
         }
         _ => {}
     }
@@ -143,9 +179,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         },
         Command::Process(args) => {
-            let (out_dir, ledger) =
-                usage(out_and_ledger(&cfg, args.out.clone(), args.ledger.clone()))?;
-            let jobs = per_core(args.jobs.unwrap_or(cfg.run.jobs));
+            let (out_dir, ledger) = usage(out_and_ledger(&cfg))?;
+            let jobs = per_core(cfg.run.jobs);
             let req = ProcessRequest {
                 inputs: args.inputs,
                 out_dir,
@@ -173,12 +208,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Serve(args) => {
-            let (out_dir, ledger) =
-                usage(out_and_ledger(&cfg, args.out.clone(), args.ledger.clone()))?;
-            let n = args.jobs.unwrap_or(match cfg.serve.max_in_flight {
+            let (out_dir, ledger) = usage(out_and_ledger(&cfg))?;
+            let n = match cfg.serve.max_in_flight {
                 0 => cfg.run.jobs,
                 n => n,
-            });
+            };
             let req = ServeRequest {
                 out_dir,
                 ledger,
@@ -188,7 +222,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let exec = usage(ExecStage::new(&cfg.exec))?;
             let infer = usage(InferStage::new(&cfg.model, &cfg.infer))?;
-            serve::run(cfg, &req, exec, infer)
+            run_serve(cfg, &req, exec, infer)
         }
         Command::Publish(args) => {
             let n = serve::publish(
@@ -279,7 +313,7 @@ fn report_summary(summary: &process::Summary, json: bool) {
 fn ledger_command(cfg: &Config, command: LedgerCommand, quiet: bool) -> Result<i32> {
     match command {
         LedgerCommand::Status(loc) => {
-            let (path, ledger) = open_existing(cfg, &loc)?;
+            let (path, ledger) = open_existing(cfg)?;
             let counts = ledger.counts()?;
             let runs = ledger.runs(5)?;
             let total: i64 = counts.iter().map(|c| c.1).sum();
@@ -317,7 +351,7 @@ fn ledger_command(cfg: &Config, command: LedgerCommand, quiet: bool) -> Result<i
             Ok(EXIT_OK)
         }
         LedgerCommand::Failed(loc) => {
-            let (path, ledger) = open_existing(cfg, &loc)?;
+            let (path, ledger) = open_existing(cfg)?;
             let rows = ledger.failed_items()?;
             if loc.json {
                 let list: Vec<_> = rows
@@ -371,7 +405,7 @@ fn ledger_command(cfg: &Config, command: LedgerCommand, quiet: bool) -> Result<i
             Ok(EXIT_OK)
         }
         LedgerCommand::Show { element, loc } => {
-            let (path, ledger) = open_existing(cfg, &loc)?;
+            let (path, ledger) = open_existing(cfg)?;
             let Some(row) = ledger.get(&element)? else {
                 return usage(Err(anyhow::anyhow!(
                     "no item {element:?} in {} (`klio-edge ledger status` lists the counts)",
@@ -424,7 +458,7 @@ fn ledger_command(cfg: &Config, command: LedgerCommand, quiet: bool) -> Result<i
             elements,
             loc,
         } => {
-            let path = existing_ledger_path(cfg, &loc)?;
+            let path = existing_ledger_path(cfg)?;
             let mut ledger =
                 Ledger::open(&path).with_context(|| format!("ledger {}", path.display()))?;
             let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -456,16 +490,12 @@ fn ledger_command(cfg: &Config, command: LedgerCommand, quiet: bool) -> Result<i
 
 /// `--out` and `--ledger` resolved against the config: the ledger defaults to `output.ledger`,
 /// else `<out>/klio-ledger.sqlite`. An object-store `--out` needs a ledger named explicitly.
-fn out_and_ledger(
-    cfg: &Config,
-    out: Option<PathBuf>,
-    ledger: Option<PathBuf>,
-) -> Result<(PathBuf, PathBuf)> {
-    let out_dir = out.unwrap_or_else(|| cfg.output.dir.clone());
+fn out_and_ledger(cfg: &Config) -> Result<(PathBuf, PathBuf)> {
+    let out_dir = cfg.output.dir.clone();
     let remote = crate::store::Remote::parse(&out_dir.to_string_lossy())
         .map_err(anyhow::Error::msg)
         .context("--out")?;
-    let ledger = match ledger.or_else(|| cfg.output.ledger.clone()) {
+    let ledger = match cfg.output.ledger.clone() {
         Some(l) => l,
         None if remote.is_some() => anyhow::bail!(
             "--out {} is an object store; name a local ledger file with --ledger FILE \
@@ -485,18 +515,17 @@ fn per_core(n: usize) -> usize {
     }
 }
 
-fn ledger_path(cfg: &Config, loc: &LedgerLocation) -> PathBuf {
-    loc.ledger
+fn ledger_path(cfg: &Config) -> PathBuf {
+    cfg.output
+        .ledger
         .clone()
-        .or_else(|| loc.out.as_ref().map(|o| process::default_ledger(o)))
-        .or_else(|| cfg.output.ledger.clone())
         .unwrap_or_else(|| process::default_ledger(&cfg.output.dir))
 }
 
 /// The ledger file named by `loc`; a usage error when there is none (no command creates one
 /// just by looking).
-fn existing_ledger_path(cfg: &Config, loc: &LedgerLocation) -> Result<PathBuf> {
-    let path = ledger_path(cfg, loc);
+fn existing_ledger_path(cfg: &Config) -> Result<PathBuf> {
+    let path = ledger_path(cfg);
     if !path.is_file() {
         return usage(Err(anyhow::anyhow!(
             "no ledger at {} (name it with --ledger FILE or --out DIR)",
@@ -507,8 +536,86 @@ fn existing_ledger_path(cfg: &Config, loc: &LedgerLocation) -> Result<PathBuf> {
 }
 
 /// The ledger named by `loc`, opened read-only (nothing created or changed).
-fn open_existing(cfg: &Config, loc: &LedgerLocation) -> Result<(PathBuf, Ledger)> {
-    let path = existing_ledger_path(cfg, loc)?;
+fn open_existing(cfg: &Config) -> Result<(PathBuf, Ledger)> {
+    let path = existing_ledger_path(cfg)?;
     let ledger = usage(Ledger::open_read_only(&path))?;
     Ok((path, ledger))
+}
+
+/// `serve`: the engine, the source and the signals. The first SIGTERM or SIGINT drains
+/// (`serve::run` takes no more events and waits for those in flight); a second one stops at
+/// once with [`EXIT_INTERRUPTED`] (what was in flight is redelivered later).
+fn run_serve(cfg: Config, req: &ServeRequest, exec: ExecStage, infer: InferStage) -> Result<i32> {
+    let engine = std::sync::Arc::new(Engine::open(
+        cfg.clone(),
+        &req.engine_options(),
+        exec,
+        infer,
+    )?);
+    let rt = serve::runtime()?;
+    let local = tokio::task::LocalSet::new();
+    let served = local.block_on(&rt, async {
+        let signals = Signals::install()?;
+        let source = serve::Source::open(&cfg.serve, req.max_in_flight).await?;
+        tokio::select! {
+            counts = serve::run(source, engine.clone(), &cfg.serve, req, signals.nth(1)) => {
+                counts.map(Some)
+            }
+            () = signals.nth(2) => {
+                tracing::warn!("second signal: exiting now; unfinished items will be redelivered");
+                Ok(None)
+            }
+        }
+    });
+    // Drops the background tasks (and their handles on the engine).
+    drop(local);
+    let code = match served? {
+        Some(counts) => {
+            match std::sync::Arc::try_unwrap(engine) {
+                Ok(e) => e.close(&counts)?,
+                Err(_) => tracing::warn!(
+                    "items still running at exit: the ledger marks them interrupted and they are redelivered"
+                ),
+            }
+            tracing::info!(
+                "serve stopped: {} done, {} skipped, {} failed",
+                counts.done,
+                counts.skipped,
+                counts.failed
+            );
+            EXIT_OK
+        }
+        None => EXIT_INTERRUPTED,
+    };
+    // Blocking threads still running past the drain deadline must not hold up the exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(code)
+}
+
+/// SIGTERM and SIGINT, counted.
+struct Signals(tokio::sync::watch::Receiver<u32>);
+
+impl Signals {
+    /// Starts counting (inside a `LocalSet`).
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot install signal handlers")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot install signal handlers")?;
+        let (tx, rx) = tokio::sync::watch::channel(0u32);
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        Ok(Signals(rx))
+    }
+
+    /// Completes once `n` signals have come.
+    fn nth(&self, n: u32) -> impl std::future::Future<Output = ()> + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|&got| got >= n).await;
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! Semantics owned here: a done item whose input and config hashes match is skipped; a failed
 //! item is retried until it has failed `max_attempts` times for the same input and config (a
 //! changed input or config starts the count again); rows left `running` by a crash are marked
-//! failed (`interrupted`) at start-up, so the next run retries them. Migrations are numbered
+//! failed (`interrupted`) at start-up, so the next run retries them, charging the attempt only
+//! to an item that was alone in flight (see [`Ledger::recover_running`]). Migrations are numbered
 //! SQL files applied in order at open; every pragma is read back and checked.
 
 use std::path::Path;
@@ -13,11 +14,73 @@ use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub use crate::item::InputFacts;
+use crate::pipeline::ErrorKind;
+
+/// The state of an item's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemState {
+    /// Claimed by a run that has not finished it (or crashed: see [`Ledger::recover_running`]).
+    Running,
+    /// Outputs committed for the row's input and config.
+    Done,
+    /// The last attempt failed (`error_kind` says why).
+    Failed,
+}
+
+impl ItemState {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Running => "running",
+            ItemState::Done => "done",
+            ItemState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ItemState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::types::FromSql for ItemState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match v.as_str()? {
+            "running" => Ok(ItemState::Running),
+            "done" => Ok(ItemState::Done),
+            "failed" => Ok(ItemState::Failed),
+            other => Err(rusqlite::types::FromSqlError::Other(
+                format!("unknown item state {other:?}").into(),
+            )),
+        }
+    }
+}
+
+/// What a run records for an item it does not process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noted {
+    /// Already done for this input and config.
+    Skipped,
+    /// Out of attempts for this input and config.
+    GaveUp,
+}
+
+/// What [`Ledger::recover_running`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Items that were alone in flight when the run stopped: charged the attempt.
+    pub charged: usize,
+    /// Items that were in flight beside others: the attempt is refunded.
+    pub refunded: usize,
+}
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_models.sql")),
     (3, include_str!("migrations/0003_retried.sql")),
+    (4, include_str!("migrations/0004_claimed_alone.sql")),
 ];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -38,7 +101,7 @@ pub struct ItemRow {
     /// Output-affecting config hash.
     pub config_hash: String,
     /// `running`, `done` or `failed`.
-    pub state: String,
+    pub state: ItemState,
     /// Short error kind when failed.
     pub error_kind: Option<String>,
     /// Error message when failed.
@@ -242,20 +305,66 @@ impl Ledger {
     }
 
     /// Marks rows left `running` (by a crashed or killed run) as failed with kind
-    /// `interrupted`; their attempt stays counted. Returns how many.
+    /// `interrupted`, with a `failed` history entry under the run that left them. Only a
+    /// likely culprit is charged the attempt: the one item in flight, claimed `alone` (the
+    /// pipeline runs every interrupted item alone on its next attempt). Items that were in
+    /// flight beside others get the attempt back: an outside kill (a preempted VM, an OOM
+    /// kill, a deploy) never uses up an innocent item's attempts, while a file that kills
+    /// the process every time is charged on each of its lone retries and gives up after
+    /// `run.max_attempts` of them.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn recover_running(&mut self) -> Result<usize> {
-        let n = self.conn.execute(
-            &format!(
-                "UPDATE items SET state = 'failed', error_kind = 'interrupted', \
-                 error_message = 'the run processing this item stopped before it finished', \
-                 updated_at = {NOW} WHERE state = 'running'"
-            ),
-            [],
-        )?;
-        Ok(n)
+    pub fn recover_running(&mut self) -> Result<Recovered> {
+        let tx = self.conn.transaction()?;
+        let running: Vec<(String, i64, bool)> = {
+            let mut stmt = tx.prepare(
+                "SELECT element, run_id, claimed_alone FROM items WHERE state = 'running'",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut got = Recovered::default();
+        for (element, run_id, alone) in &running {
+            let (message, refund) = if *alone && running.len() == 1 {
+                got.charged += 1;
+                (
+                    "the run stopped (killed or crashed) while this item was the only one in \
+                     flight: counted as an attempt"
+                        .to_string(),
+                    0,
+                )
+            } else {
+                got.refunded += 1;
+                (
+                    format!(
+                        "the run stopped (killed or crashed) while {} item(s) were in flight: \
+                         not counted as an attempt; retried alone",
+                        running.len()
+                    ),
+                    1,
+                )
+            };
+            tx.execute(
+                &format!(
+                    "UPDATE items SET state = 'failed', error_kind = 'interrupted', \
+                     error_message = ?2, attempts = MAX(attempts - ?3, 0), claimed_alone = 0, \
+                     updated_at = {NOW} WHERE element = ?1"
+                ),
+                params![element, message, refund],
+            )?;
+            Self::history(
+                &tx,
+                *run_id,
+                element,
+                "failed",
+                Some(ErrorKind::Interrupted.as_str()),
+                Some(&message),
+                None,
+            )?;
+        }
+        tx.commit()?;
+        Ok(got)
     }
 
     /// Records the start of a run and returns its id.
@@ -299,6 +408,8 @@ impl Ledger {
 
     /// Marks an item `running` for a new attempt and returns the attempt number. The count
     /// starts again at 1 when the input or config differs from the row's, or when `reset`.
+    /// `alone`: no other item of this process is in flight until this one ends (a crash
+    /// meanwhile is charged to it).
     ///
     /// # Errors
     /// SQLite errors.
@@ -310,6 +421,7 @@ impl Ledger {
         input: &InputFacts,
         config_hash: &str,
         reset: bool,
+        alone: bool,
     ) -> Result<i64> {
         let tx = self.conn.transaction()?;
         let prev: Option<(Option<String>, String, i64, String)> = tx
@@ -336,6 +448,10 @@ impl Ledger {
             config_hash,
             "running",
             attempts,
+        )?;
+        tx.execute(
+            "UPDATE items SET claimed_alone = ?2 WHERE element = ?1",
+            params![element, alone],
         )?;
         tx.commit()?;
         Ok(attempts)
@@ -456,10 +572,11 @@ impl Ledger {
         &mut self,
         run_id: i64,
         element: &str,
-        kind: &str,
+        kind: ErrorKind,
         message: &str,
         stage_ms: &serde_json::Value,
     ) -> Result<()> {
+        let kind = kind.as_str();
         let tx = self.conn.transaction()?;
         let stage = stage_ms.to_string();
         tx.execute(
@@ -490,11 +607,15 @@ impl Ledger {
         &mut self,
         run_id: i64,
         element: &str,
-        state: &str,
+        noted: Noted,
         input: &InputFacts,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
-        if state == "skipped" {
+        let state = match noted {
+            Noted::Skipped => "skipped",
+            Noted::GaveUp => "gave_up",
+        };
+        if noted == Noted::Skipped {
             // Remember the current mtime so the next run's fast path can skip hashing.
             tx.execute(
                 "UPDATE items SET input_mtime_ns = ?2 WHERE element = ?1 AND input_hash IS ?3",
@@ -760,35 +881,65 @@ mod tests {
         let run = l.begin_run("test", "c1").unwrap();
         let j = serde_json::json!({});
         assert_eq!(
-            l.claim(run, "e", "/x", &facts("h1"), "c1", false).unwrap(),
+            l.claim(run, "e", "/x", &facts("h1"), "c1", false, false)
+                .unwrap(),
             1
         );
-        l.failed(run, "e", "corrupt", "bad", &j).unwrap();
+        l.failed(run, "e", ErrorKind::Corrupt, "bad", &j).unwrap();
         assert_eq!(
-            l.claim(run, "e", "/x", &facts("h1"), "c1", false).unwrap(),
+            l.claim(run, "e", "/x", &facts("h1"), "c1", false, false)
+                .unwrap(),
             2
         );
-        // A crash leaves it running; recovery marks it failed, keeping the attempt.
-        assert_eq!(l.recover_running().unwrap(), 1);
+        // A crash leaves it running beside another item; recovery marks both failed and
+        // gives the attempts back.
+        l.claim(run, "other", "/y", &facts("h9"), "c1", false, false)
+            .unwrap();
+        assert_eq!(
+            l.recover_running().unwrap(),
+            Recovered {
+                charged: 0,
+                refunded: 2
+            }
+        );
         let row = l.get("e").unwrap().unwrap();
         assert_eq!(
-            (row.state.as_str(), row.error_kind.as_deref(), row.attempts),
-            ("failed", Some("interrupted"), 2)
+            (row.state, row.error_kind.as_deref(), row.attempts),
+            (ItemState::Failed, Some("interrupted"), 1)
         );
+        // Retried alone and interrupted again: now it is charged.
+        assert_eq!(
+            l.claim(run, "e", "/x", &facts("h1"), "c1", false, true)
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            l.recover_running().unwrap(),
+            Recovered {
+                charged: 1,
+                refunded: 0
+            }
+        );
+        assert_eq!(l.get("e").unwrap().unwrap().attempts, 2);
         // A new input starts over.
         assert_eq!(
-            l.claim(run, "e", "/x", &facts("h2"), "c1", false).unwrap(),
+            l.claim(run, "e", "/x", &facts("h2"), "c1", false, false)
+                .unwrap(),
             1
         );
         l.done(run, "e", 1.5, &j, &["mel.npy".into()], None)
             .unwrap();
         let row = l.get("e").unwrap().unwrap();
-        assert_eq!((row.state.as_str(), row.attempts), ("done", 0));
-        assert_eq!(l.counts().unwrap(), vec![("done".to_string(), 1)]);
+        assert_eq!((row.state, row.attempts), (ItemState::Done, 0));
+        assert_eq!(
+            l.counts().unwrap(),
+            vec![("done".to_string(), 1), ("failed".to_string(), 1)]
+        );
         let hist: i64 = l
             .conn
             .query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(hist, 2);
+        // failed (corrupt), interrupted twice (e and other), interrupted (e), done.
+        assert_eq!(hist, 5);
     }
 }

@@ -6,9 +6,12 @@
 //! and reads no command line.
 
 mod error;
+pub mod meta;
+pub mod skip;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -16,23 +19,25 @@ use klio_dsp::FeatureStream;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::decode::AudioStream;
-use crate::exec::ExecStage;
-use crate::features::{FeatureError, FeatureStage};
-use crate::fetch;
-use crate::infer::{InferStage, OutputKind};
 use crate::item::{InputFacts, ItemRef, Outcome};
-use crate::ledger::{Ledger, RunCounts};
-use crate::sink::{Sink, SinkError};
+use crate::ledger::{Ledger, Noted, RunCounts};
+use crate::stage::decode::AudioStream;
+use crate::stage::exec::ExecStage;
+use crate::stage::features::{FeatureError, FeatureStage};
+use crate::stage::fetch;
+use crate::stage::infer::InferStage;
+use crate::stage::sink::Sink;
 use crate::store::{Remote, Stores};
 
 use error::ledger_error;
-pub use error::{stage_of, ItemError};
+pub use error::{ErrorKind, ItemError};
+use meta::{AudioMeta, ConfigSnapshot, FeatureFile, ItemMeta};
+use skip::{Decision, Situation, Stored};
 
 /// The pipeline with its stages loaded and its ledger open: built once per process, shared by
 /// the worker threads of `process` and `serve`.
-pub struct Engine<'a> {
-    cfg: &'a Config,
+pub struct Engine {
+    cfg: Config,
     config_hash: String,
     force: bool,
     ledger: Mutex<Ledger>,
@@ -43,6 +48,8 @@ pub struct Engine<'a> {
     stores: Arc<Stores>,
     check_existing: bool,
     run_id: i64,
+    /// Held for reading by every item in flight, for writing by an item that must run alone.
+    isolation: RwLock<()>,
 }
 
 /// Where an engine writes and what it was started with.
@@ -60,18 +67,18 @@ pub struct EngineOptions {
     pub stores: Option<Arc<Stores>>,
 }
 
-impl<'a> Engine<'a> {
+impl Engine {
     /// Opens the output folder and the ledger (marking items an earlier run left `running` as
     /// interrupted) and starts a ledger run.
     ///
     /// # Errors
     /// The output folder or the ledger cannot be opened.
     pub fn open(
-        cfg: &'a Config,
+        cfg: Config,
         opts: &EngineOptions,
         exec: ExecStage,
         infer: InferStage,
-    ) -> Result<Engine<'a>> {
+    ) -> Result<Engine> {
         let stores = opts
             .stores
             .clone()
@@ -89,23 +96,30 @@ impl<'a> Engine<'a> {
         };
         let mut ledger = Ledger::open(&opts.ledger)?;
         let recovered = ledger.recover_running()?;
-        if recovered > 0 {
-            tracing::warn!("{recovered} item(s) left running by an earlier run were marked failed (interrupted) and will be retried");
+        if recovered.charged + recovered.refunded > 0 {
+            tracing::warn!(
+                "{} item(s) left running by an earlier run that stopped were marked failed \
+                 (interrupted) and will be retried, each alone ({} charged an attempt: it \
+                 was the only one in flight)",
+                recovered.charged + recovered.refunded,
+                recovered.charged
+            );
         }
-        let config_hash = config_hash(cfg, &exec, &infer);
+        let config_hash = config_hash(&cfg, &exec, &infer);
         let run_id = ledger.begin_run(&opts.command, &config_hash)?;
         Ok(Engine {
-            cfg,
             config_hash,
             force: opts.force,
             ledger: Mutex::new(ledger),
             sink,
             features: FeatureStage::new(&cfg.features),
+            cfg,
             exec,
             infer,
             stores,
             check_existing,
             run_id,
+            isolation: RwLock::new(()),
         })
     }
 
@@ -190,8 +204,9 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// Decides what to do with one item and does it; every path ends in the ledger.
-fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
+/// Decides what to do with one item (see [`skip::decide`]) and does it; every path ends in
+/// the ledger.
+fn process_item(ctx: &Engine, item: ItemRef, force: bool) -> ItemReport {
     let report = |outcome, audio_s, error| ItemReport {
         item: item.clone(),
         outcome,
@@ -208,50 +223,49 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
         }
     };
     if facts.size.unwrap_or(0) as u64 > ctx.cfg.run.max_input_bytes {
-        let err = ItemError {
-            kind: "too_large",
-            message: format!(
+        let err = ItemError::new(
+            ErrorKind::TooLarge,
+            format!(
                 "{} bytes, over run.max_input_bytes = {}",
                 facts.size.unwrap_or(0),
                 ctx.cfg.run.max_input_bytes
             ),
-        };
+        );
         return fail_before_claim(ctx, &item, &source, facts, err, report);
     }
     let row = match ctx.ledger().get(&item.element) {
         Ok(r) => r,
         Err(e) => return report(Outcome::Failed, 0.0, Some(ledger_error(&e))),
     };
-    let done_here = |row: &crate::ledger::ItemRow| {
-        row.state == "done"
-            && row.config_hash == ctx.config_hash
-            && ctx.sink.has_outputs(&item.element)
-    };
-    // Fast path: same size and mtime as a done row means the same input (as make and rsync assume).
-    if let Some(r) = &row {
-        if !force
-            && done_here(r)
-            && r.input_size == facts.size
-            && r.input_mtime_ns == facts.mtime_ns
-        {
-            facts.hash = r.input_hash.clone();
-            let _ = ctx
-                .ledger()
-                .note(ctx.run_id, &item.element, "skipped", &facts);
-            return report(Outcome::Skipped, 0.0, None);
-        }
-    }
-    // Klio's output-exists check: complete outputs for this config (from another node with
-    // its own ledger, or an earlier run whose ledger is gone) are adopted, not recomputed.
-    if !force && ctx.check_existing && !row.as_ref().is_some_and(done_here) {
-        match ctx.sink.read_meta(&item.element) {
-            Ok(Some(meta))
-                if meta["config_hash"].as_str() == Some(ctx.config_hash.as_str())
-                    && meta["input_size"].as_i64() == facts.size
-                    && meta["input_mtime_ns"].as_i64() == facts.mtime_ns
-                    && facts.mtime_ns.is_some() =>
-            {
-                facts.hash = meta["input_hash"].as_str().map(str::to_string);
+    let outputs_present = row.is_some() && ctx.sink.has_outputs(&item.element);
+    let mut stored_meta = None;
+    let mut stored_read = false;
+    let mut fetched = None;
+    let alone = loop {
+        let decision = skip::decide(&Situation {
+            force,
+            config_hash: &ctx.config_hash,
+            max_attempts: ctx.cfg.run.max_attempts,
+            check_existing: ctx.check_existing,
+            row: row.as_ref(),
+            outputs_present,
+            facts: &facts,
+            stored: match (&stored_meta, stored_read) {
+                (_, false) => Stored::Unread,
+                (Some(m), true) => Stored::Found(m),
+                (None, true) => Stored::Absent,
+            },
+        });
+        match decision {
+            Decision::Skip { hash } => {
+                facts.hash = hash;
+                let _ = ctx
+                    .ledger()
+                    .note(ctx.run_id, &item.element, Noted::Skipped, &facts);
+                return report(Outcome::Skipped, 0.0, None);
+            }
+            Decision::Adopt { hash } => {
+                facts.hash = hash;
                 let outputs = ctx.sink.list_outputs(&item.element);
                 let at = ctx.sink.item_location(&item.element);
                 return match ctx.ledger().adopt(
@@ -267,53 +281,57 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
                     Err(e) => report(Outcome::Failed, 0.0, Some(ledger_error(&e))),
                 };
             }
-            Ok(_) => {}
-            Err(e) => {
-                let err = ItemError {
-                    kind: "fetch",
-                    message: format!("output-exists check: {e}"),
-                };
-                return fail_before_claim(ctx, &item, &source, facts, err, report);
+            Decision::ReadStored => {
+                stored_read = true;
+                match ctx.sink.read_meta(&item.element) {
+                    Ok(m) => stored_meta = m,
+                    Err(e) => {
+                        let err =
+                            ItemError::new(ErrorKind::Fetch, format!("output-exists check: {e}"));
+                        return fail_before_claim(ctx, &item, &source, facts, err, report);
+                    }
+                }
             }
+            Decision::Fetch => {
+                match fetch::fetch(
+                    &ctx.stores,
+                    &item.source,
+                    || ctx.sink.temp_folder("fetch"),
+                    ctx.cfg.run.max_input_bytes,
+                ) {
+                    Ok(f) => {
+                        facts.hash = Some(f.hash.clone());
+                        fetched = Some(f);
+                    }
+                    Err(e) => {
+                        return fail_before_claim(ctx, &item, &source, facts, e.into(), report)
+                    }
+                }
+            }
+            Decision::GiveUp { last } => {
+                let _ = ctx
+                    .ledger()
+                    .note(ctx.run_id, &item.element, Noted::GaveUp, &facts);
+                let error = ItemError::new(ErrorKind::GaveUp, last);
+                return report(Outcome::GaveUp, 0.0, Some(error));
+            }
+            Decision::Run { alone } => break alone,
         }
-    }
-    let fetched = match fetch::fetch(
-        &ctx.stores,
-        &item.source,
-        || ctx.sink.temp_folder("fetch"),
-        ctx.cfg.run.max_input_bytes,
-    ) {
-        Ok(f) => f,
-        Err(e) => return fail_before_claim(ctx, &item, &source, facts, e.into(), report),
     };
-    facts.hash = Some(fetched.hash.clone());
-    if let Some(r) = &row {
-        let same_input = r.input_hash == facts.hash && r.config_hash == ctx.config_hash;
-        if !force && same_input && done_here(r) {
-            let _ = ctx
-                .ledger()
-                .note(ctx.run_id, &item.element, "skipped", &facts);
-            return report(Outcome::Skipped, 0.0, None);
-        }
-        if !force
-            && same_input
-            && r.state == "failed"
-            && r.attempts >= ctx.cfg.run.max_attempts as i64
-        {
-            let _ = ctx
-                .ledger()
-                .note(ctx.run_id, &item.element, "gave_up", &facts);
-            let error = ItemError {
-                kind: "gave_up",
-                message: format!(
-                    "[{}] {}",
-                    r.error_kind.as_deref().unwrap_or("?"),
-                    r.error_message.as_deref().unwrap_or("")
-                ),
-            };
-            return report(Outcome::GaveUp, 0.0, Some(error));
-        }
-    }
+    let fetched = fetched.expect("decide fetches before it runs an item");
+    // An item that was in flight when a run stopped runs with nothing else in flight, so a
+    // crash now is charged to it alone; every other item shares the lock.
+    let (_shared, _alone) = if alone {
+        (
+            None,
+            Some(ctx.isolation.write().unwrap_or_else(|p| p.into_inner())),
+        )
+    } else {
+        (
+            Some(ctx.isolation.read().unwrap_or_else(|p| p.into_inner())),
+            None,
+        )
+    };
     let fetch_ms = ms(t_fetch.elapsed());
     if let Err(e) = ctx.ledger().claim(
         ctx.run_id,
@@ -322,9 +340,11 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
         &facts,
         &ctx.config_hash,
         force,
+        alone,
     ) {
         return report(Outcome::Failed, 0.0, Some(ledger_error(&e)));
     }
+    fault_hook(&source);
     let mut stage_ms = json!({ "fetch": fetch_ms });
     let result = run_stages(ctx, &item, &fetched.path, &facts, &mut stage_ms);
     drop(fetched);
@@ -368,7 +388,7 @@ fn process_item(ctx: &Engine<'_>, item: ItemRef, force: bool) -> ItemReport {
 }
 
 fn fail_before_claim(
-    ctx: &Engine<'_>,
+    ctx: &Engine,
     item: &ItemRef,
     source: &str,
     facts: InputFacts,
@@ -383,6 +403,7 @@ fn fail_before_claim(
             source,
             &facts,
             &ctx.config_hash,
+            false,
             false,
         )
         .and_then(|_| {
@@ -403,10 +424,25 @@ fn fail_before_claim(
     report(Outcome::Failed, 0.0, Some(err))
 }
 
+/// With the `test-hooks` feature (only `cargo test` builds it): aborts the process when the
+/// source contains `KLIO_EDGE_TEST_ABORT_ON` (a file that crashes klio-edge, for the
+/// crash-accounting tests). Binaries built for use have no such hook.
+fn fault_hook(source: &str) {
+    #[cfg(feature = "test-hooks")]
+    if let Ok(pattern) = std::env::var("KLIO_EDGE_TEST_ABORT_ON") {
+        if !pattern.is_empty() && source.contains(&pattern) {
+            std::process::abort();
+        }
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = source;
+}
+
 /// decode -> features -> exec -> sink, every output staged in one temp folder and committed
-/// together. Returns the decoded duration (0 for binary items) and the output file names.
+/// together. Returns the decoded duration (0 for binary items), the output file names and
+/// the models that ran (for the ledger).
 fn run_stages(
-    ctx: &Engine<'_>,
+    ctx: &Engine,
     item: &ItemRef,
     input: &Path,
     facts: &InputFacts,
@@ -415,21 +451,25 @@ fn run_stages(
     let staging = ctx.sink.temp_folder("item")?;
     let mut timings = serde_json::Map::new();
     timings.insert("fetch".into(), stage_ms["fetch"].clone());
-    let mut meta = json!({
-        "element": item.element,
-        "source": item.source.to_string(),
-        "input_size": facts.size,
-        "input_mtime_ns": facts.mtime_ns,
-        "input_hash": facts.hash,
-        "config_hash": ctx.config_hash,
-        "klio_edge_version": env!("CARGO_PKG_VERSION"),
-    });
+    let mut meta = ItemMeta {
+        element: item.element.clone(),
+        source: item.source.to_string(),
+        input_size: facts.size,
+        input_mtime_ns: facts.mtime_ns,
+        input_hash: facts.hash.clone(),
+        config_hash: ctx.config_hash.clone(),
+        klio_edge_version: env!("CARGO_PKG_VERSION").to_string(),
+        ..ItemMeta::default()
+    };
     let mut audio_s = 0.0;
-    let mut models = None;
     let mut sink_t = Duration::ZERO;
     if ctx.cfg.decode.enabled {
-        (audio_s, models) =
-            decode_and_features(ctx, input, &staging, &mut meta, &mut timings, &mut sink_t)?;
+        audio_s = decode_and_features(ctx, input, &staging, &mut meta, &mut timings, &mut sink_t)?;
+        meta.config = Some(ConfigSnapshot {
+            decode: Some(json!(ctx.cfg.decode)),
+            features: Some(json!(ctx.cfg.features)),
+            exec: None,
+        });
     }
     if !ctx.exec.is_empty() {
         // Dropped (and removed) on every path out of this block, errors included.
@@ -440,27 +480,33 @@ fn run_stages(
             .exec
             .run(&input, &item.element, scratch.path(), staging.path())?;
         timings.insert("exec".into(), json!(ms(t.elapsed())));
-        meta["exec"] = json!(reports);
-        meta["config"]["exec"] = json!(ctx.cfg.exec);
+        meta.exec = Some(reports);
+        meta.config.get_or_insert_with(ConfigSnapshot::default).exec = Some(json!(ctx.cfg.exec));
     }
     let t = Instant::now();
     let names = ctx.sink.commit_staged(&item.element, &staging, &meta)?;
     sink_t += t.elapsed();
     timings.insert("sink".into(), json!(ms(sink_t)));
     *stage_ms = serde_json::Value::Object(timings);
+    let models = meta.models.as_ref().map(|models| {
+        json!(models
+            .iter()
+            .map(|m| json!({ "name": m.name, "sha256": m.sha256, "backend": m.backend }))
+            .collect::<Vec<_>>())
+    });
     Ok((audio_s, names, models))
 }
 
 /// decode -> features / infer, the output files written into `staging` and the audio facts
-/// into `meta`. Returns the decoded duration and, when models ran, which ones (for the ledger).
+/// and model outputs into `meta`. Returns the decoded duration.
 fn decode_and_features(
-    ctx: &Engine<'_>,
+    ctx: &Engine,
     input: &Path,
-    staging: &crate::sink::TempFolder,
-    meta: &mut serde_json::Value,
+    staging: &crate::stage::sink::TempFolder,
+    meta: &mut ItemMeta,
     timings: &mut serde_json::Map<String, serde_json::Value>,
     sink_t: &mut Duration,
-) -> Result<(f64, Option<serde_json::Value>), ItemError> {
+) -> Result<f64, ItemError> {
     let started = Instant::now();
     let mut decode_t = Duration::ZERO;
     let mut features_t = Duration::ZERO;
@@ -468,7 +514,7 @@ fn decode_and_features(
     let mut stream = AudioStream::open(input, &ctx.cfg.decode)?;
     decode_t += t.elapsed();
     let info = stream.info();
-    let mut shapes = serde_json::Map::new();
+    let mut shapes = BTreeMap::new();
     let has_features = !ctx.cfg.features.compute.is_empty();
     let plan = if has_features {
         Some(ctx.features.plan(info.sample_rate_hz)?)
@@ -488,19 +534,21 @@ fn decode_and_features(
     let mut runs = ctx
         .infer
         .start(info.sample_rate_hz, ctx.cfg.features.hop_length)?;
-    let waveform_models = runs.iter().any(crate::infer::ModelRun::wants_waveform);
+    let waveform_models = runs
+        .iter()
+        .any(crate::stage::infer::ModelRun::wants_waveform);
     let mut infer_t = Duration::ZERO;
     let mut mono = Vec::new();
     let limit = Duration::from_secs_f64(ctx.cfg.run.item_timeout_s);
     loop {
         if started.elapsed() > limit {
-            return Err(ItemError {
-                kind: "timeout",
-                message: format!(
+            return Err(ItemError::new(
+                ErrorKind::Timeout,
+                format!(
                     "still decoding after run.item_timeout_s = {} s",
                     ctx.cfg.run.item_timeout_s
                 ),
-            });
+            ));
         }
         let t = Instant::now();
         let block = stream.next_block()?;
@@ -551,136 +599,63 @@ fn decode_and_features(
             }
             shapes.insert(
                 f.name().to_string(),
-                json!({ "file": format!("{}.npy", f.name()), "shape": fin.shape(f), "dtype": "float32" }),
+                FeatureFile {
+                    file: format!("{}.npy", f.name()),
+                    shape: fin.shape(f),
+                    dtype: "float32".into(),
+                },
             );
         }
         let t = Instant::now();
         writer.write_features(&fin, staging)?;
         *sink_t += t.elapsed();
-        // Models that read a feature take its frames from the file just written.
+        // Models that read a feature get its frames from the sink, out of the staged file.
         let t = Instant::now();
         for r in runs.iter_mut().filter(|r| !r.wants_waveform()) {
             // Validation checked the name; its file is [dim, frames] (mono).
             let Some(feature) = klio_dsp::Feature::from_name(r.input()) else {
-                return Err(ItemError {
-                    kind: "model_run",
-                    message: format!("model input {:?} is not a feature", r.input()),
-                });
+                return Err(ItemError::new(
+                    ErrorKind::ModelRun,
+                    format!("model input {:?} is not a feature", r.input()),
+                ));
             };
-            let path = staging.path().join(format!("{}.npy", r.input()));
             let (dim, frames) = (fin.dim(feature), fin.frames(feature) as usize);
-            crate::sink::for_each_frame_tile(&path, dim, frames, 4096, |tile| {
+            let name = r.input().to_string();
+            staging.for_each_feature_tile(&name, dim, frames, |tile| {
                 r.push_frames(tile, dim).map_err(ItemError::from)
             })?;
         }
         infer_t += t.elapsed();
     }
-    let mut models = Vec::new();
     if !runs.is_empty() {
         let t = Instant::now();
+        let mut models = Vec::new();
         for r in runs {
             let o = r.finish()?;
-            let stem = &o.name;
-            let (file, values) = match o.cfg.output {
-                OutputKind::Segments => {
-                    let f = write_json(staging, stem, &crate::infer::segments_json(&o))?;
-                    (f, Some(format!("{stem}_probs.npy")))
-                }
-                OutputKind::Tensor => (format!("{stem}.npy"), Some(format!("{stem}.npy"))),
-                OutputKind::Embedding => {
-                    let file = format!("{stem}.npy");
-                    let v = o.pooled.as_deref().unwrap_or_default();
-                    crate::sink::write_npy(&staging.path().join(&file), &[v.len()], v)?;
-                    (file, None)
-                }
-                OutputKind::Labels => {
-                    let f = write_json(staging, stem, &crate::infer::labels_json(&o))?;
-                    let scores = format!("{stem}_scores.npy");
-                    let v = o.pooled.as_deref().unwrap_or_default();
-                    crate::sink::write_npy(&staging.path().join(&scores), &[v.len()], v)?;
-                    (f, Some(scores))
-                }
-            };
-            match (&values, o.cfg.output) {
-                (Some(npy), OutputKind::Segments) => {
-                    crate::sink::write_npy(
-                        &staging.path().join(npy),
-                        &[o.values.len()],
-                        &o.values,
-                    )?;
-                }
-                (Some(npy), OutputKind::Tensor) => {
-                    // One value per chunk: `[chunks]`; more: `[chunks, values]`.
-                    let chunks = o.values.len();
-                    let shape = if o.row <= 1 {
-                        vec![chunks]
-                    } else {
-                        vec![chunks, o.row]
-                    };
-                    crate::sink::write_npy(&staging.path().join(npy), &shape, &o.rows)?;
-                }
-                _ => {}
-            }
-            models.push(json!({
-                "name": o.name, "sha256": o.sha256, "backend": o.cfg.backend,
-                "chunks": o.values.len(), "file": file, "values": values,
-                "segments": o.segments.as_ref().map(Vec::len),
-            }));
+            models.push(crate::stage::sink::stage_model_output(staging, &o)?);
         }
+        meta.models = Some(models);
         infer_t += t.elapsed();
         timings.insert("infer".into(), json!(ms(infer_t)));
     }
-    let m = meta.as_object_mut().expect("meta is an object");
-    if !models.is_empty() {
-        m.insert("models".into(), json!(&models));
-    }
-    for (k, v) in [
-        ("duration_s", json!(info.duration_s())),
-        ("sample_rate_hz", json!(info.sample_rate_hz)),
-        ("channels", json!(info.channels)),
-        ("samples", json!(info.frames)),
-        ("frames", json!(feature_frames)),
-        ("hop_length", json!(ctx.cfg.features.hop_length)),
-        (
-            "frame_rate_hz",
-            json!(info.sample_rate_hz as f64 / ctx.cfg.features.hop_length.max(1) as f64),
-        ),
-        ("source_sample_rate_hz", json!(info.source_sample_rate_hz)),
-        ("source_channels", json!(info.source_channels)),
-        ("container", json!(info.container)),
-        ("codec", json!(info.codec)),
-        ("bits_per_sample", json!(info.bits_per_sample)),
-        ("features", json!(shapes)),
-        ("warnings", json!(info.warnings)),
-        ("dsp_isa", json!(klio_dsp::Kernels::active().isa().name())),
-        (
-            "config",
-            json!({ "decode": ctx.cfg.decode, "features": ctx.cfg.features }),
-        ),
-    ] {
-        m.insert(k.into(), v);
-    }
+    meta.audio = Some(AudioMeta {
+        duration_s: info.duration_s(),
+        sample_rate_hz: info.sample_rate_hz,
+        channels: info.channels,
+        samples: info.frames,
+        frames: feature_frames,
+        hop_length: ctx.cfg.features.hop_length,
+        frame_rate_hz: info.sample_rate_hz as f64 / ctx.cfg.features.hop_length.max(1) as f64,
+        source_sample_rate_hz: info.source_sample_rate_hz,
+        source_channels: info.source_channels,
+        container: info.container.clone(),
+        codec: info.codec.clone(),
+        bits_per_sample: info.bits_per_sample,
+        features: shapes,
+        warnings: info.warnings.clone(),
+        dsp_isa: klio_dsp::Kernels::active().isa().name().to_string(),
+    });
     timings.insert("decode".into(), json!(ms(decode_t)));
     timings.insert("features".into(), json!(ms(features_t)));
-    let ledger_models = (!models.is_empty()).then(|| {
-        json!(models
-            .iter()
-            .map(|m| json!({ "name": m["name"], "sha256": m["sha256"], "backend": m["backend"] }))
-            .collect::<Vec<_>>())
-    });
-    Ok((info.duration_s(), ledger_models))
-}
-
-/// Writes `<stem>.json` (pretty, newline-terminated) into the staging folder; returns its name.
-fn write_json(
-    staging: &crate::sink::TempFolder,
-    stem: &str,
-    value: &serde_json::Value,
-) -> Result<String, SinkError> {
-    let name = format!("{stem}.json");
-    let mut text = serde_json::to_vec_pretty(value).expect("JSON serialises");
-    text.push(b'\n');
-    let path = staging.path().join(&name);
-    std::fs::write(&path, text).map_err(|source| SinkError::Io { path, source })?;
-    Ok(name)
+    Ok(info.duration_s())
 }

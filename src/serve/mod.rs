@@ -5,12 +5,14 @@
 //! long the backlog.
 //!
 //! Threads: one (current-thread) async runtime drives the source, the HTTP endpoint and the
-//! signals; items run on blocking threads.
+//! settling; items run on blocking threads. Signals and exit codes belong to the command
+//! layer ([`crate::cli`]), which hands [`run`] a shutdown future.
 
 pub mod http;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -21,11 +23,10 @@ use anyhow::{bail, Context, Result};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
-use crate::exec::ExecStage;
-use crate::infer::InferStage;
 use crate::item::Outcome;
 use crate::ledger::RunCounts;
-use crate::pipeline::{Engine, EngineOptions};
+use crate::pipeline::{Engine, EngineOptions, ErrorKind};
+use crate::source::settings::ServeConfig;
 use crate::source::settings::{MessageFormat, SourceKind};
 use crate::source::{inbox, klio, nats, pubsub};
 use crate::source::{BadMessage, Delivery, Event, EventSource, Parser};
@@ -46,122 +47,165 @@ pub struct ServeRequest {
     pub command: String,
 }
 
+impl ServeRequest {
+    /// The options of the engine `serve` drives.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            out_dir: self.out_dir.clone(),
+            ledger: self.ledger.clone(),
+            force: false,
+            command: self.command.clone(),
+            stores: None,
+        }
+    }
+}
+
 /// Longest delay between retries of one message.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// The runtime `serve` runs on: one thread for the source, the HTTP endpoint and the
+/// settling of events (run [`run`] inside a [`tokio::task::LocalSet`]); items run on its
+/// blocking threads.
+///
+/// # Errors
+/// The runtime cannot be started.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-/// Runs the service until a signal (or, with `--until-idle`, until the source is drained).
-/// Returns the exit code: 0 after a clean drain.
-///
-/// # Errors
-/// The ledger, output folder, source or HTTP address cannot be opened.
-pub fn run(cfg: Config, req: &ServeRequest, exec: ExecStage, infer: InferStage) -> Result<i32> {
-    // The engine is shared with blocking threads for the life of the process.
-    let cfg: &'static Config = Box::leak(Box::new(cfg));
-    let opts = EngineOptions {
-        out_dir: req.out_dir.clone(),
-        ledger: req.ledger.clone(),
-        force: false,
-        command: req.command.clone(),
-        stores: None,
-    };
-    let engine = Arc::new(Engine::open(cfg, &opts, exec, infer)?);
-    let rt = runtime()?;
-    let local = tokio::task::LocalSet::new();
-    let counts = local.block_on(&rt, serve(cfg, req, engine.clone()));
-    // Drops the background tasks (and their handles on the engine).
-    drop(local);
-    let counts = counts?;
-    match Arc::try_unwrap(engine) {
-        Ok(e) => e.close(&counts)?,
-        Err(_) => tracing::warn!(
-            "items still running at exit: the ledger marks them interrupted and they are redelivered"
-        ),
-    }
-    tracing::info!(
-        "serve stopped: {} done, {} skipped, {} failed",
-        counts.done,
-        counts.skipped,
-        counts.failed
-    );
-    // Blocking threads still running past the drain deadline must not hold up the exit.
-    rt.shutdown_timeout(Duration::from_millis(100));
-    Ok(0)
+/// An event source, connected, with where its output events go.
+pub struct Source {
+    kind: Kind,
+    output: Output,
+    max_deliver: u32,
+    backoff_s: f64,
 }
 
-async fn serve(
-    cfg: &'static Config,
+enum Kind {
+    Inbox(inbox::Inbox),
+    Nats(nats::NatsSource),
+    Pubsub(pubsub::PubsubSource),
+}
+
+impl Source {
+    /// Connects to the source `[serve]` names (`max_in_flight` sizes Pub/Sub's flow control).
+    ///
+    /// # Errors
+    /// The inbox folder cannot be opened, or the broker cannot be reached.
+    pub async fn open(cfg: &ServeConfig, max_in_flight: usize) -> Result<Source> {
+        let parser = Parser::new(cfg);
+        Ok(match cfg.source {
+            SourceKind::Inbox => {
+                let inbox = inbox::Inbox::open(&cfg.inbox)?;
+                tracing::info!("serving inbox {}", cfg.inbox.dir.display());
+                Source {
+                    kind: Kind::Inbox(inbox),
+                    output: Output::None,
+                    max_deliver: u32::MAX,
+                    backoff_s: 0.0,
+                }
+            }
+            SourceKind::Nats => {
+                let n = &cfg.nats;
+                let (js, source) = nats::connect(n, parser).await?;
+                let output = if n.output_subject.is_empty() {
+                    Output::None
+                } else {
+                    Output::Nats {
+                        js,
+                        subject: n.output_subject.clone(),
+                    }
+                };
+                tracing::info!(
+                    "serving NATS {} stream {} consumer {}",
+                    n.server(),
+                    n.stream,
+                    n.consumer
+                );
+                Source {
+                    kind: Kind::Nats(source),
+                    output,
+                    max_deliver: n.max_deliver,
+                    backoff_s: n.retry_backoff_s,
+                }
+            }
+            SourceKind::Pubsub => {
+                let p = &cfg.pubsub;
+                let client = pubsub::connect(p, true).await?;
+                let output = if p.output_topic.is_empty() {
+                    Output::None
+                } else {
+                    Output::Pubsub(client.publisher(&p.output_topic))
+                };
+                let source = client.source(parser, max_in_flight.max(1));
+                tracing::info!(
+                    "serving Pub/Sub project {} subscription {}",
+                    p.project(),
+                    p.subscription
+                );
+                Source {
+                    kind: Kind::Pubsub(source),
+                    output,
+                    max_deliver: p.max_deliver,
+                    backoff_s: p.retry_backoff_s,
+                }
+            }
+        })
+    }
+}
+
+/// Serves `source` through `engine` until `shutdown` completes (then takes no more events
+/// and waits up to `serve.drain_timeout_s` for those in flight) or, with `--until-idle`,
+/// until the source is drained. Each event is settled only after the ledger commit. Returns
+/// the counts of the items it ran; the caller closes the engine. Run it in a
+/// [`tokio::task::LocalSet`] on [`runtime`].
+///
+/// # Errors
+/// The HTTP address cannot be bound.
+pub async fn run(
+    source: Source,
+    engine: Arc<Engine>,
+    cfg: &ServeConfig,
     req: &ServeRequest,
-    engine: Arc<Engine<'static>>,
+    shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<RunCounts> {
     let health = Arc::new(Health::default());
-    if !cfg.serve.http.is_empty() {
-        let addr = http::start(&cfg.serve.http, health.clone()).await?;
+    if !cfg.http.is_empty() {
+        let addr = http::start(&cfg.http, health.clone()).await?;
         tracing::info!("health and metrics on http://{addr}/ (healthz, readyz, metrics)");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::task::spawn_local(signals(stop_tx, health.clone()));
+    let h = health.clone();
+    tokio::task::spawn_local(async move {
+        shutdown.await;
+        tracing::info!(
+            "signal received: finishing items in flight, taking no more (again to exit now)"
+        );
+        h.stopping.store(true, Ordering::Relaxed);
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
+    });
     tokio::task::spawn_local(probe_ledger(engine.clone(), health.clone()));
-    let parser = Parser::new(&cfg.serve);
-    let mut driver = Driver {
+    let driver = Driver {
         engine,
         health,
-        output: Rc::new(Output::None),
-        parser: parser.clone(),
+        output: Rc::new(source.output),
+        parser: Parser::new(cfg),
         max_in_flight: req.max_in_flight.max(1),
         until_idle: req.until_idle,
-        poll: Duration::from_secs_f64(cfg.serve.poll_s),
-        drain: Duration::from_secs_f64(cfg.serve.drain_timeout_s),
+        poll: Duration::from_secs_f64(cfg.poll_s),
+        drain: Duration::from_secs_f64(cfg.drain_timeout_s),
         counts: Rc::new(RefCell::new(RunCounts::default())),
         running: Rc::default(),
     };
-    match cfg.serve.source {
-        SourceKind::Inbox => {
-            let inbox = inbox::Inbox::open(&cfg.serve.inbox)?;
-            tracing::info!("serving inbox {}", cfg.serve.inbox.dir.display());
-            driver.drive(inbox, u32::MAX, 0.0, stop_rx).await
-        }
-        SourceKind::Nats => {
-            let n = &cfg.serve.nats;
-            let (js, source) = nats::connect(n, parser).await?;
-            if !n.output_subject.is_empty() {
-                driver.output = Rc::new(Output::Nats {
-                    js,
-                    subject: n.output_subject.clone(),
-                });
-            }
-            tracing::info!(
-                "serving NATS {} stream {} consumer {}",
-                n.server(),
-                n.stream,
-                n.consumer
-            );
-            driver
-                .drive(source, n.max_deliver, n.retry_backoff_s, stop_rx)
-                .await
-        }
-        SourceKind::Pubsub => {
-            let p = &cfg.serve.pubsub;
-            let client = pubsub::connect(p, true).await?;
-            if !p.output_topic.is_empty() {
-                driver.output = Rc::new(Output::Pubsub(client.publisher(&p.output_topic)));
-            }
-            let source = client.source(parser, driver.max_in_flight);
-            tracing::info!(
-                "serving Pub/Sub project {} subscription {}",
-                p.project(),
-                p.subscription
-            );
-            driver
-                .drive(source, p.max_deliver, p.retry_backoff_s, stop_rx)
-                .await
-        }
+    let (max_deliver, backoff_s) = (source.max_deliver, source.backoff_s);
+    match source.kind {
+        Kind::Inbox(s) => driver.drive(s, max_deliver, backoff_s, stop_rx).await,
+        Kind::Nats(s) => driver.drive(s, max_deliver, backoff_s, stop_rx).await,
+        Kind::Pubsub(s) => driver.drive(s, max_deliver, backoff_s, stop_rx).await,
     }
 }
 
@@ -192,31 +236,8 @@ impl Output {
     }
 }
 
-/// First SIGTERM/SIGINT: stop taking events and drain. Second: exit at once (whatever was in
-/// flight is redelivered later).
-async fn signals(stop: watch::Sender<bool>, health: Arc<Health>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!(
-        "signal received: finishing items in flight, taking no more (again to exit now)"
-    );
-    health.stopping.store(true, Ordering::Relaxed);
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    let _ = stop.send(true);
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting now; unfinished items will be redelivered");
-    std::process::exit(130);
-}
-
 /// Keeps `/readyz` honest about the ledger, and pings the systemd watchdog.
-async fn probe_ledger(engine: Arc<Engine<'static>>, health: Arc<Health>) {
+async fn probe_ledger(engine: Arc<Engine>, health: Arc<Health>) {
     let mut usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
     let every = if watchdog {
@@ -244,7 +265,7 @@ async fn probe_ledger(engine: Arc<Engine<'static>>, health: Arc<Health>) {
 }
 
 struct Driver {
-    engine: Arc<Engine<'static>>,
+    engine: Arc<Engine>,
     health: Arc<Health>,
     output: Rc<Output>,
     parser: Parser,
@@ -359,7 +380,7 @@ impl Driver {
 }
 
 struct Job {
-    engine: Arc<Engine<'static>>,
+    engine: Arc<Engine>,
     health: Arc<Health>,
     output: Rc<Output>,
     parser: Parser,
@@ -407,7 +428,7 @@ impl Job {
             Err(bad) => {
                 tracing::warn!(source = %what, stage = "event", "dead letter: {bad}");
                 m.count("dead_lettered");
-                d.dead_letter("bad_message", &bad.0).await
+                d.dead_letter(ErrorKind::BadMessage, &bad.0).await
             }
             Ok(_) if d.attempt() > self.max_deliver => {
                 let why = format!(
@@ -416,7 +437,7 @@ impl Job {
                 );
                 tracing::warn!(source = %what, stage = "event", "dead letter: {why}");
                 m.count("dead_lettered");
-                d.dead_letter("out_of_deliveries", &why).await
+                d.dead_letter(ErrorKind::OutOfDeliveries, &why).await
             }
             Ok(ev) => match ev.klio.as_deref() {
                 Some(k) if k.not_for_us.is_some() => {
@@ -499,7 +520,7 @@ impl Job {
                 tracing::error!(element = %element, stage = "pipeline", "item crashed: {e}");
                 m.count("failed");
                 m.count("dead_lettered");
-                return d.dead_letter("crash", &e.to_string()).await;
+                return d.dead_letter(ErrorKind::Crash, &e.to_string()).await;
             }
         };
         let work_ms = t_work.elapsed().as_secs_f64() * 1e3;
@@ -537,15 +558,18 @@ impl Job {
             }
             Outcome::Failed | Outcome::GaveUp => {
                 m.count("failed");
-                if r.error.as_ref().is_some_and(|e| e.kind == "missing_input") {
+                if r.error
+                    .as_ref()
+                    .is_some_and(|e| e.kind == ErrorKind::MissingInput)
+                {
                     m.count("missing_input");
                 }
                 let (kind, msg, retryable) = match &r.error {
                     Some(e) => (e.kind, e.message.clone(), e.is_retryable()),
-                    None => ("unknown", String::new(), false),
+                    None => (ErrorKind::Unknown, String::new(), false),
                 };
                 // Klio drops a message whose input is missing (it never triggers the parent).
-                let klio_missing = ev.klio.is_some() && kind == "missing_input";
+                let klio_missing = ev.klio.is_some() && kind == ErrorKind::MissingInput;
                 let retry = retryable
                     && !klio_missing
                     && r.outcome == Outcome::Failed
@@ -555,11 +579,11 @@ impl Job {
                         self.backoff_s * 2f64.powi(d.attempt().saturating_sub(1).min(20) as i32),
                     )
                     .min(MAX_BACKOFF);
-                    tracing::warn!(element = %element, stage = crate::pipeline::stage_of(kind), error_kind = kind, "failed, retrying in {delay:?}: {msg}");
+                    tracing::warn!(element = %element, stage = kind.stage(), error_kind = kind.as_str(), "failed, retrying in {delay:?}: {msg}");
                     m.count("retried");
                     d.retry(delay).await
                 } else {
-                    tracing::warn!(element = %element, stage = crate::pipeline::stage_of(kind), error_kind = kind, "failed for good: {msg}");
+                    tracing::warn!(element = %element, stage = kind.stage(), error_kind = kind.as_str(), "failed for good: {msg}");
                     m.count("dead_lettered");
                     d.dead_letter(kind, &msg).await
                 }

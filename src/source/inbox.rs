@@ -9,6 +9,7 @@
 //! can be taken belongs to a process that died: any serve process on the inbox gives it back.
 //! The inbox must be on a local file system (flock over NFS is not reliable).
 
+use crate::pipeline::ErrorKind;
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
@@ -239,7 +240,7 @@ impl Delivery for InboxDelivery {
             .with_context(|| format!("cannot give {} back to the inbox", self.name))
     }
 
-    async fn dead_letter(self, kind: &str, reason: &str) -> Result<()> {
+    async fn dead_letter(self, kind: ErrorKind, reason: &str) -> Result<()> {
         let note = serde_json::json!({ "file": self.name, "error_kind": kind, "reason": reason });
         let note_path = self.failed.join(format!("{}.error.json", self.name));
         fs::write(&note_path, format!("{note:#}\n"))

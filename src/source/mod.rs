@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::item::{ItemRef, Source};
+use crate::pipeline::ErrorKind;
 use klio::{Intake, KlioConfig};
 use settings::{MessageFormat, ServeConfig};
 
@@ -254,7 +255,7 @@ pub trait Delivery {
     ///
     /// # Errors
     /// As for `ack`.
-    async fn dead_letter(self, kind: &str, reason: &str) -> Result<()>;
+    async fn dead_letter(self, kind: ErrorKind, reason: &str) -> Result<()>;
 }
 
 /// A queue of events shared by a fleet.

@@ -4,6 +4,7 @@
 //! the dead-letter subject (kept in its own stream) and terminated when it is poison or out of
 //! deliveries.
 
+use crate::pipeline::ErrorKind;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -148,9 +149,9 @@ impl Delivery for NatsDelivery {
             .map_err(|e| anyhow::anyhow!("nak failed: {e}"))
     }
 
-    async fn dead_letter(self, kind: &str, reason: &str) -> Result<()> {
+    async fn dead_letter(self, kind: ErrorKind, reason: &str) -> Result<()> {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Klio-Error-Kind", kind);
+        headers.insert("Klio-Error-Kind", kind.as_str());
         // Header values are one line.
         headers.insert("Klio-Reason", reason.replace(['\r', '\n'], " ").as_str());
         headers.insert("Klio-Deliveries", self.attempt.to_string().as_str());

@@ -11,6 +11,7 @@
 //! - `PUBSUB_EMULATOR_HOST` selects an emulator (no credentials); otherwise Application
 //!   Default Credentials are used.
 
+use crate::pipeline::ErrorKind;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -239,14 +240,14 @@ impl Delivery for PubsubDelivery {
             .context("nack failed")
     }
 
-    async fn dead_letter(self, kind: &str, reason: &str) -> Result<()> {
+    async fn dead_letter(self, kind: ErrorKind, reason: &str) -> Result<()> {
         self.release();
         let Some(dead) = &self.dead else {
             // No topic of our own: nack and let the subscription's dead-letter policy act.
             return self.msg.nack().await.map_err(status).context("nack failed");
         };
         let mut attributes = self.msg.message.attributes.clone();
-        attributes.insert("klio-error-kind".into(), kind.into());
+        attributes.insert("klio-error-kind".into(), kind.as_str().into());
         // Pub/Sub allows 1024 bytes per attribute value: cut on a character boundary.
         let mut cut = reason.len().min(1024);
         while !reason.is_char_boundary(cut) {

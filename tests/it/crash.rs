@@ -3,10 +3,13 @@
 //! exactly once in the ledger's history, every output complete and parseable, no temp files
 //! visible as outputs, the ledger's integrity check passes and it agrees with the outputs.
 //!
+//! All with the default `run.max_attempts`: only an item alone in flight is charged a crash,
+//! so outside kills never make a good item give up, while a file that crashes klio-edge
+//! every time (a debug-build fault hook) still gives up after `max_attempts` crashes.
+//!
 //! Kills: `KLIO_CRASH_KILLS` (default 50 for process, a third of it for serve), seed
 //! `KLIO_CRASH_SEED` (default 7). `scripts/crash-harness.sh --kills 1000` runs the long version.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,9 +54,11 @@ fn corpus(dir: &Path, n: u32) -> Vec<PathBuf> {
     v
 }
 
+/// The example config with the product's defaults (`run.max_attempts = 3`): kills from
+/// outside must never make a good item give up.
 fn config(dir: &Path, extra: &str) -> String {
     let text = format!(
-        "{}\n[run]\nmax_attempts = 100000\n{extra}",
+        "{}\n{extra}",
         std::fs::read_to_string(crate::common::example("logmel-16k.toml")).unwrap()
     );
     let p = dir.join("crash.toml");
@@ -64,40 +69,27 @@ fn config(dir: &Path, extra: &str) -> String {
 /// Every invariant of a finished output folder + ledger, for `elements`.
 fn verify(out: &Path, ledger: &Path, elements: &[String]) {
     assert!(ledger_ok(ledger), "integrity check");
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let rows: BTreeMap<String, (String, Option<String>, Option<String>)> = c
-        .prepare("SELECT element, state, input_hash, outputs FROM items")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rows = crate::common::ledger::rows(ledger);
     let mut want = elements.to_vec();
     want.sort();
     assert_eq!(
-        rows.keys().cloned().collect::<Vec<_>>(),
+        rows.iter().map(|r| r.element.clone()).collect::<Vec<_>>(),
         want,
         "ledger rows"
     );
-    let done_history: BTreeMap<String, i64> = c
-        .prepare("SELECT element, COUNT(*) FROM history WHERE state = 'done' GROUP BY element")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for (e, (state, hash, outputs)) in &rows {
-        assert_eq!(state, "done", "{e}");
+    let done_history = crate::common::ledger::done_counts(ledger);
+    for r in &rows {
+        let e = &r.element;
+        assert_eq!(r.state, "done", "{e}: {:?}", r.error_message);
         assert_eq!(done_history.get(e), Some(&1), "{e} done exactly once");
         let meta = crate::common::read_json(&out.join(e).join("meta.json"));
         assert_eq!(meta["element"], e.as_str());
         assert_eq!(
             meta["input_hash"].as_str(),
-            hash.as_deref(),
+            r.input_hash.as_deref(),
             "{e}: ledger and meta agree"
         );
-        let listed: Vec<String> = serde_json::from_str(outputs.as_deref().unwrap()).unwrap();
-        for f in &listed {
+        for f in &r.outputs {
             assert!(out.join(e).join(f).is_file(), "{e}: ledger lists {f}");
         }
     }
@@ -158,6 +150,59 @@ fn process_survives_random_sigkills() {
 }
 
 #[test]
+fn a_file_that_crashes_every_time_gives_up_after_max_attempts_and_nothing_else_is_charged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut inputs = corpus(&dir.join("in"), 8);
+    let poison = dir.join("in").join("c004-poison.wav");
+    write_wav(&poison, 1.0, 16000, 99);
+    inputs.push(poison.clone());
+    let cfg = config(dir, "");
+    let out = dir.join("out");
+    let ledger = out.join("klio-ledger.sqlite");
+    let args = [
+        "process", "--config", &cfg, "--out", "out", "-j", "2", "-q", "in",
+    ];
+    let env = [("KLIO_EDGE_TEST_ABORT_ON", "poison")];
+    let mut aborted = 0;
+    let code = loop {
+        let log = dir.join(format!("run{aborted}.log"));
+        let mut p = spawn(dir, &args, &env, &log);
+        let code = wait_exit(&mut p, Duration::from_secs(120), &log);
+        if code != -1 {
+            break code;
+        }
+        aborted += 1;
+        assert!(aborted <= 10, "still crashing after {aborted} runs");
+    };
+    // The first crash found it beside another item: refunded. Each lone retry is charged.
+    assert_eq!(
+        aborted, 4,
+        "crashes before the poison file gave up (max_attempts = 3)"
+    );
+    assert_eq!(code, 1, "the last run reports the item that gave up");
+    let poison_id = element_of(&poison);
+    let row = crate::common::ledger::row(&ledger, &poison_id);
+    assert_eq!(
+        (row.state.as_str(), row.error_kind.as_deref(), row.attempts),
+        ("failed", Some("interrupted"), 3)
+    );
+    let history = crate::common::ledger::history(&ledger, &poison_id);
+    assert_eq!(
+        history.iter().filter(|s| *s == "gave_up").count(),
+        1,
+        "{history:?}"
+    );
+    // Every other item: done exactly once.
+    let done = crate::common::ledger::done_counts(&ledger);
+    for p in inputs.iter().filter(|p| **p != poison) {
+        let e = element_of(p);
+        assert_eq!(crate::common::ledger::row(&ledger, &e).state, "done", "{e}");
+        assert_eq!(done.get(&e), Some(&1), "{e} done exactly once");
+    }
+}
+
+#[test]
 fn serve_on_an_inbox_survives_random_sigkills() {
     let kills = env_u64("KLIO_CRASH_KILLS", 50) / 3;
     let mut rng = Rng(env_u64("KLIO_CRASH_SEED", 7).wrapping_mul(31) | 1);
@@ -169,16 +214,8 @@ fn serve_on_an_inbox_survives_random_sigkills() {
     let cfg = config(dir, extra);
     let out = dir.join("out");
     let ledger = out.join("klio-ledger.sqlite");
-    let args = [
-        "serve",
-        "--config",
-        &cfg,
-        "--out",
-        "out",
-        "-j",
-        "2",
-        "--until-idle",
-    ];
+    let owned = serve_args(&cfg, Some("out"), None, Some(2), true);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let fill = || -> Vec<String> {
         std::fs::create_dir_all(&inbox).unwrap();
         inputs
@@ -281,16 +318,8 @@ fn serve_on_nats_survives_random_sigkills() {
         let mut p = spawn(dir, &["publish", "--config", &cfg, "in"], &env, &log);
         assert_eq!(wait_exit(&mut p, Duration::from_secs(60), &log), 0);
     };
-    let args = [
-        "serve",
-        "--config",
-        &cfg,
-        "--out",
-        "out",
-        "-j",
-        "2",
-        "--until-idle",
-    ];
+    let owned = serve_args(&cfg, Some("out"), None, Some(2), true);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     publish();
     let (killed, rounds) = kill_loop(
         dir,

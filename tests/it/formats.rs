@@ -5,32 +5,7 @@ use crate::common::*;
 
 /// A canonical PCM WAV of `samples` (in [-1, 1]) at 16 kHz mono with `bits` per sample.
 fn wav(samples: &[f64], bits: u16) -> Vec<u8> {
-    let bytes_per = (bits / 8) as usize;
-    let mut data = Vec::with_capacity(samples.len() * bytes_per);
-    for &x in samples {
-        match bits {
-            8 => data.push(((x * 127.0).round() + 128.0) as u8),
-            16 => data.extend_from_slice(&((x * 32767.0).round() as i16).to_le_bytes()),
-            32 => data.extend_from_slice(&((x * 2147483647.0).round() as i32).to_le_bytes()),
-            _ => unreachable!(),
-        }
-    }
-    let rate = 16000u32;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * bytes_per as u32).to_le_bytes());
-    out.extend_from_slice(&(bytes_per as u16).to_le_bytes());
-    out.extend_from_slice(&bits.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&data);
-    out
+    crate::common::wav::pcm(samples, 16000, bits)
 }
 
 #[test]
@@ -97,14 +72,14 @@ fn u8_and_s32_wav_decode_like_s16() {
 /// Every channel of a file as klio-edge decodes it: native rate, channels kept, a damaged
 /// stream decoded as far as it goes.
 fn decode_all(path: &std::path::Path) -> (u32, Vec<Vec<f32>>) {
-    use klio_edge::config::{Channels, Damaged, DecodeConfig, SampleRate};
+    use klio_edge::stage::decode::{Channels, Damaged, DecodeConfig, SampleRate};
     let cfg = DecodeConfig {
         sample_rate_hz: SampleRate::Native,
         channels: Channels::Keep,
         on_damaged: Damaged::Partial,
         ..DecodeConfig::default()
     };
-    let mut s = klio_edge::decode::AudioStream::open(path, &cfg)
+    let mut s = klio_edge::stage::decode::AudioStream::open(path, &cfg)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let rate = s.info().sample_rate_hz;
     let mut out: Vec<Vec<f32>> = Vec::new();

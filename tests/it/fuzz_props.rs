@@ -139,28 +139,6 @@ fn the_dsp_target_computes_a_typical_plan() {
     assert!(fuzzing::dsp_plan(&p, &signal));
 }
 
-/// A 32-bit float WAV holding `samples` at `rate` Hz, mono.
-fn float_wav(samples: &[f32], rate: u32) -> Vec<u8> {
-    let n = samples.len() as u32;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + 4 * n).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&3u16.to_le_bytes()); // IEEE float
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 4).to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    b.extend_from_slice(&32u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(4 * n).to_le_bytes());
-    for s in samples {
-        b.extend_from_slice(&s.to_le_bytes());
-    }
-    b
-}
-
 /// Regression (cargo-fuzz `decode`, 2026-11-25): a float WAV at 44.1 kHz with NaN and
 /// infinite samples made rubato panic ("Imaginary part of first value was non-zero") while
 /// resampling to 16 kHz. Now the item fails as corrupt, or decodes with zeros in their place
@@ -171,17 +149,18 @@ fn regression_non_finite_float_samples_do_not_reach_the_resampler() {
     x[100] = f32::NAN;
     x[4000] = f32::INFINITY;
     x[5000] = f32::NEG_INFINITY;
-    let bytes = float_wav(&x, 44100);
+    let bytes = crate::common::wav::float32(&x, 44100);
     let mut data = vec![1u8]; // extension "wav"
     data.extend_from_slice(&bytes);
     fuzzing::decode(&data);
 
-    let mut cfg = klio_edge::config::DecodeConfig {
-        sample_rate_hz: klio_edge::config::SampleRate::Hz(16000),
+    let mut cfg = klio_edge::stage::decode::DecodeConfig {
+        sample_rate_hz: klio_edge::stage::decode::SampleRate::Hz(16000),
         ..Default::default()
     };
-    let mut s = klio_edge::decode::AudioStream::from_bytes(bytes.clone(), Some("wav".into()), &cfg)
-        .unwrap();
+    let mut s =
+        klio_edge::stage::decode::AudioStream::from_bytes(bytes.clone(), Some("wav".into()), &cfg)
+            .unwrap();
     let err = loop {
         match s.next_block() {
             Ok(Some(_)) => continue,
@@ -189,10 +168,10 @@ fn regression_non_finite_float_samples_do_not_reach_the_resampler() {
             Err(e) => break e,
         }
     };
-    assert_eq!(err.kind(), "corrupt", "{err}");
-    cfg.on_damaged = klio_edge::config::Damaged::Partial;
+    assert_eq!(err.kind(), klio_edge::pipeline::ErrorKind::Corrupt, "{err}");
+    cfg.on_damaged = klio_edge::stage::decode::Damaged::Partial;
     let mut s =
-        klio_edge::decode::AudioStream::from_bytes(bytes, Some("wav".into()), &cfg).unwrap();
+        klio_edge::stage::decode::AudioStream::from_bytes(bytes, Some("wav".into()), &cfg).unwrap();
     while let Some(block) = s.next_block().unwrap() {
         assert!(block[0].iter().all(|v| v.is_finite()));
     }

@@ -7,13 +7,10 @@ use std::path::Path;
 use crate::common::serve::{done_elements, ledger_ok, write_wav};
 
 fn failed_kinds(ledger: &Path) -> Vec<(String, String)> {
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let mut st = c
-        .prepare("SELECT element, error_kind FROM items WHERE state = 'failed' ORDER BY element")
-        .unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    crate::common::ledger::rows(ledger)
+        .into_iter()
+        .filter(|r| r.state == "failed")
+        .map(|r| (r.element, r.error_kind.unwrap_or_default()))
         .collect()
 }
 

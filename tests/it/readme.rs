@@ -4,7 +4,7 @@
 //! and the README section to add it to.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::common::*;
 
@@ -51,148 +51,75 @@ fn occurs(hay: &str, needle: &str, path_like: bool) -> bool {
     false
 }
 
-/// Every `.rs` file under `dir`, recursively, sorted.
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
-/// The source without its unit-test module (`#[cfg(test)] mod tests {` to the end of the
-/// file, where the sources keep it) and with comment lines blanked: only what the program can
-/// produce counts.
-fn code_of(text: &str) -> String {
-    let cut = text
-        .find("\n#[cfg(test)]\nmod tests {")
-        .map_or(text, |i| &text[..i]);
-    let mut out = String::with_capacity(cut.len());
-    for line in cut.lines() {
-        if !line.trim_start().starts_with("//") {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// The content of the string literal starting right after the opening quote at `at`.
-fn literal(text: &str, at: usize, quote: char) -> Option<&str> {
-    let rest = &text[at..];
-    let end = rest.find(quote)?;
-    let lit = &rest[..end];
-    // Error kinds are identifiers; anything else is some other string.
-    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
-    let ident = lit.starts_with(|c: char| c.is_ascii_lowercase()) && lit.chars().all(ok);
-    ident.then_some(lit)
-}
-
-/// The body of the function whose `fn NAME(` starts at `at`: from its first `{` to the
-/// matching `}`, skipping braces inside string literals.
-fn fn_body(text: &str, at: usize) -> &str {
-    let b = text.as_bytes();
-    let open = at + text[at..].find('{').expect("fn has a body");
-    let (mut depth, mut i, mut in_str) = (0usize, open, false);
-    while i < b.len() {
-        match b[i] {
-            b'\\' if in_str => i += 1,
-            b'"' => in_str = !in_str,
-            b'{' if !in_str => depth += 1,
-            b'}' if !in_str => {
-                depth -= 1;
-                if depth == 0 {
-                    return &text[open..=i];
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    &text[open..]
-}
-
-/// Error kinds: the `=> "x"` arms of every `fn kind(`, every `kind: "x"` literal, every
-/// `dead_letter("x"` call, and every SQL `error_kind = 'x'`; each with the file it came from.
-fn error_kinds() -> BTreeMap<String, String> {
-    let mut files = Vec::new();
-    rust_files(&root().join("src"), &mut files);
-    assert!(
-        files.len() > 20,
-        "found only {} .rs files under src/",
-        files.len()
-    );
-    let mut kinds = BTreeMap::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).unwrap();
-        let code = code_of(&text);
-        let rel = f.strip_prefix(root()).unwrap().display().to_string();
-        let mut add = |k: &str| {
-            kinds.entry(k.to_string()).or_insert_with(|| rel.clone());
-        };
-        for (i, _) in code.match_indices("fn kind(") {
-            let body = fn_body(&code, i);
-            for (j, m) in body.match_indices("=> \"") {
-                if let Some(k) = literal(body, j + m.len(), '"') {
-                    add(k);
-                }
-            }
-        }
-        let b = code.as_bytes();
-        for (i, m) in code.match_indices("kind: \"") {
-            if i > 0 && is_word(b[i - 1]) {
-                continue; // `error_kind: "..."` and the like
-            }
-            if let Some(k) = literal(&code, i + m.len(), '"') {
-                add(k);
-            }
-        }
-        for (i, m) in code.match_indices("dead_letter(\"") {
-            if let Some(k) = literal(&code, i + m.len(), '"') {
-                add(k);
-            }
-        }
-        for (i, m) in code.match_indices("error_kind = '") {
-            if let Some(k) = literal(&code, i + m.len(), '\'') {
-                add(k);
-            }
-        }
-    }
-    kinds
+/// The rows of the README's error-kind table: kind -> (stage column, retryable column).
+fn error_kind_rows(readme: &str) -> BTreeMap<String, (String, String)> {
+    let start = readme
+        .find("| kind | stage | what it means | retryable |")
+        .expect(
+            "README.md has no error-kind table (`| kind | stage | what it means | retryable |`)",
+        );
+    readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            let kind = cells.first()?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((
+                kind.to_string(),
+                (cells.get(1)?.to_string(), cells.last()?.to_string()),
+            ))
+        })
+        .collect()
 }
 
 #[test]
 fn every_error_kind_is_in_the_readme() {
-    let kinds = error_kinds();
-    assert!(
-        kinds.len() >= 20,
-        "the scan of src/ found only {} error kinds ({:?}): is the scanner in tests/readme.rs \
-         broken?",
-        kinds.len(),
-        kinds.keys().collect::<Vec<_>>()
-    );
-    assert!(
-        kinds.contains_key("interrupted"),
-        "`interrupted` (set by src/ledger/mod.rs) was not found: is the scanner broken?"
-    );
+    use klio_edge::pipeline::ErrorKind;
     let readme = readme();
-    let missing: Vec<String> = kinds
-        .iter()
-        .filter(|(k, _)| !readme.contains(&format!("`{k}`")))
-        .map(|(k, f)| format!("`{k}` (from {f})"))
-        .collect();
+    let rows = error_kind_rows(&readme);
     assert!(
-        missing.is_empty(),
-        "error kinds missing from README.md: {}; add a row for each to the error-kind table \
-         under `### The ledger` (kind, stage, what it means, retryable)",
-        missing.join(", ")
+        rows.len() >= 20,
+        "only {} rows read from the error-kind table",
+        rows.len()
+    );
+    let mut wrong = Vec::new();
+    for &k in ErrorKind::ALL {
+        let name = k.as_str();
+        match rows.get(name) {
+            // Event kinds (dead letters of `serve`) are described in the text after the table.
+            None if k.stage() == "event" || k.stage() == "pipeline" => {
+                if !readme.contains(&format!("`{name}`")) {
+                    wrong.push(format!("`{name}` is not mentioned"));
+                }
+            }
+            None => wrong.push(format!("`{name}` has no row")),
+            Some((stage, retryable)) => {
+                if !stage.split(", ").any(|s| s == k.stage()) {
+                    wrong.push(format!(
+                        "`{name}`: stage {stage:?}, the code says {}",
+                        k.stage()
+                    ));
+                }
+                let want = if k.is_retryable() { "yes" } else { "no" };
+                if retryable != want {
+                    wrong.push(format!(
+                        "`{name}`: retryable {retryable:?}, the code says {want}"
+                    ));
+                }
+            }
+        }
+    }
+    for kind in rows.keys() {
+        if ErrorKind::from_name(kind).is_none() {
+            wrong.push(format!("`{kind}` has a row but no ErrorKind"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README.md's error-kind table (under `### The ledger`) and ErrorKind \
+         (src/pipeline/error.rs) disagree: {}",
+        wrong.join("; ")
     );
 }
 

@@ -61,11 +61,9 @@ fn two_processes_share_an_inbox_take_complete_files_once() {
     std::fs::create_dir(dir.join("inbox")).unwrap();
     let a_log = dir.join("a.log");
     let b_log = dir.join("b.log");
-    let mut a = spawn(
+    let mut a = spawn_args(
         dir,
-        &[
-            "serve", "--config", &cfg, "--out", "out", "--ledger", "a.sqlite",
-        ],
+        &serve_args(&cfg, Some("out"), Some("a.sqlite"), None, false),
         &[],
         &a_log,
     );
@@ -73,11 +71,9 @@ fn two_processes_share_an_inbox_take_complete_files_once() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     // The second process reads the same config but without the HTTP port.
-    let mut b = spawn(
+    let mut b = spawn_args(
         dir,
-        &[
-            "serve", "--config", &cfg2, "--out", "out", "--ledger", "b.sqlite",
-        ],
+        &serve_args(&cfg2, Some("out"), Some("b.sqlite"), None, false),
         &[],
         &b_log,
     );

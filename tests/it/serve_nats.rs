@@ -39,19 +39,8 @@ fn fleet_of_three_with_one_killed_processes_every_item_once() {
         .map(|w| {
             let ledger = format!("ledger{w}.sqlite");
             let log = dir.join(format!("serve{w}.log"));
-            let args = [
-                "serve",
-                "--config",
-                &cfg,
-                "--out",
-                "out",
-                "--ledger",
-                &ledger,
-                "-j",
-                "1",
-                "--until-idle",
-            ];
-            (spawn(dir, &args, &env, &log), log)
+            let args = serve_args(&cfg, Some("out"), Some(&ledger), Some(1), true);
+            (spawn_args(dir, &args, &env, &log), log)
         })
         .collect();
     // Kill one worker once the fleet is well under way.
@@ -296,18 +285,9 @@ fn an_item_longer_than_the_ack_wait_and_a_duplicate_message_run_once() {
     assert_eq!(wait_exit(&mut p, Duration::from_secs(60), &log), 0);
     publish_raw(&nats.url, &[pa.as_bytes()]);
     let log = dir.join("serve.log");
-    let mut s = spawn(
+    let mut s = spawn_args(
         dir,
-        &[
-            "serve",
-            "--config",
-            &cfg,
-            "--out",
-            "out",
-            "-j",
-            "3",
-            "--until-idle",
-        ],
+        &serve_args(&cfg, Some("out"), None, Some(3), true),
         &env,
         &log,
     );

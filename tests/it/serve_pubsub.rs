@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::common::pubsub::{decode, job, klio, Emulator, To, PROJECT};
-use crate::common::serve::{done_elements, element_of, history, spawn, wait_exit, write_wav};
+use crate::common::serve::{
+    done_elements, element_of, history, serve_args, spawn, spawn_args, wait_exit, write_wav,
+};
 
 /// One emulator and its serve processes at a time: they are heavy for a 2-core machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -29,18 +31,9 @@ fn config(dir: &Path, name: &str, edits: &[(&str, &str)]) -> String {
 
 fn serve(dir: &Path, cfg: &str, out: &str, ledger: &str, env: &[(&str, &str)], log: &str) -> i32 {
     let log = dir.join(log);
-    let mut s = spawn(
+    let mut s = spawn_args(
         dir,
-        &[
-            "serve",
-            "--config",
-            cfg,
-            "--out",
-            out,
-            "--ledger",
-            ledger,
-            "--until-idle",
-        ],
+        &serve_args(cfg, Some(out), Some(ledger), None, true),
         env,
         &log,
     );
@@ -51,17 +44,7 @@ fn serve(dir: &Path, cfg: &str, out: &str, ledger: &str, env: &[(&str, &str)], l
 
 /// Elements a ledger shows `running` (claimed, not finished).
 fn running(ledger: &Path) -> Vec<String> {
-    if !ledger.exists() {
-        return Vec::new();
-    }
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let mut st = c
-        .prepare("SELECT element FROM items WHERE state = 'running'")
-        .unwrap();
-    st.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    crate::common::ledger::in_state(ledger, "running")
 }
 
 #[test]
@@ -267,23 +250,9 @@ fn fleet_of_two_with_one_killed_and_a_chain_of_two_jobs() {
     let workers: Vec<_> = (0..2)
         .map(|w| {
             let log = d.join(format!("a{w}.log"));
-            let child = spawn(
-                d,
-                &[
-                    "serve",
-                    "--config",
-                    &cfg_a,
-                    "--out",
-                    "out-a",
-                    "--ledger",
-                    &format!("a{w}.sqlite"),
-                    "--until-idle",
-                    "--jobs",
-                    "1",
-                ],
-                &env,
-                &log,
-            );
+            let ledger = format!("a{w}.sqlite");
+            let args = serve_args(&cfg_a, Some("out-a"), Some(&ledger), Some(1), true);
+            let child = spawn_args(d, &args, &env, &log);
             (child, log)
         })
         .collect();

@@ -23,26 +23,22 @@ fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
-/// (element, source, state, error_kind) per item, and the history's error kinds, from a ledger file.
+/// (element, source, state, error_kind) per item, by source.
 fn ledger_rows(ledger: &Path) -> Vec<Row> {
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let mut st = c
-        .prepare("SELECT element, source, state, error_kind FROM items ORDER BY source")
-        .unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let mut rows: Vec<Row> = crate::common::ledger::rows(ledger)
+        .into_iter()
+        .map(|r| (r.element, r.source, r.state, r.error_kind))
+        .collect();
+    rows.sort_by(|a, b| a.1.cmp(&b.1));
+    rows
 }
 
+/// The error kinds of the history entries in `state`, oldest first.
 fn history_kinds(ledger: &Path, state: &str) -> Vec<String> {
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let mut st = c
-        .prepare("SELECT error_kind FROM history WHERE state = ?1 ORDER BY id")
-        .unwrap();
-    st.query_map([state], |r| r.get::<_, Option<String>>(0))
-        .unwrap()
-        .map(|r| r.unwrap().unwrap_or_default())
+    crate::common::ledger::entries(ledger)
+        .into_iter()
+        .filter(|h| h.state == state)
+        .map(|h| h.error_kind.unwrap_or_default())
         .collect()
 }
 
@@ -292,13 +288,10 @@ fn http_retries_times_out_and_reports_missing() {
     assert_eq!(kind(&flaky), ("done".into(), None));
     assert_eq!(kind(&stall), ("failed".into(), Some("fetch".into())));
     assert_eq!(kind(&gone), ("failed".into(), Some("missing_input".into())));
-    let c = rusqlite::Connection::open(d.join("out/klio-ledger.sqlite")).unwrap();
-    let msg: String = c
-        .query_row(
-            "SELECT error_message FROM items WHERE source = ?1",
-            [&stall],
-            |r| r.get(0),
-        )
+    let msg = crate::common::ledger::rows(&d.join("out/klio-ledger.sqlite"))
+        .into_iter()
+        .find(|r| r.source == stall)
+        .and_then(|r| r.error_message)
         .unwrap();
     assert!(msg.contains("timed out"), "{msg}");
     // Retries were made for the stall too (1 + 2 tries), then it failed for good this run.
@@ -315,12 +308,11 @@ fn http_retries_times_out_and_reports_missing() {
     let grow = url("grow/a.flac");
     let (code, s) = process_env(d, &["--config", &capped, &grow, "--out", "grown"], &[]);
     assert_eq!((code, count(&s, "failed")), (1, 1), "{s}");
-    let c = rusqlite::Connection::open(d.join("grown/klio-ledger.sqlite")).unwrap();
-    let (kind, msg): (String, String) = c
-        .query_row("SELECT error_kind, error_message FROM items", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let grown = crate::common::ledger::rows(&d.join("grown/klio-ledger.sqlite"));
+    let (kind, msg) = (
+        grown[0].error_kind.clone().unwrap(),
+        grown[0].error_message.clone().unwrap(),
+    );
     assert_eq!(kind, "too_large", "{msg}");
     assert!(msg.contains("max_input_bytes"), "{msg}");
     // Same bytes as the local file.
@@ -374,18 +366,15 @@ fn serve_takes_object_urls_from_nats_and_writes_to_the_bucket() {
     );
     assert_eq!(wait_exit(&mut p, Duration::from_secs(60), &log), 0);
     let log = d.join("serve.log");
-    let mut s = spawn(
+    let mut s = crate::common::serve::spawn_args(
         d,
-        &[
-            "serve",
-            "--config",
+        &crate::common::serve::serve_args(
             &cfg,
-            "--out",
-            "s3://klio3/out",
-            "--ledger",
-            "serve.sqlite",
-            "--until-idle",
-        ],
+            Some("s3://klio3/out"),
+            Some("serve.sqlite"),
+            None,
+            true,
+        ),
         &env,
         &log,
     );

@@ -94,12 +94,11 @@ fn probabilities_and_segments_match_python_onnxruntime_and_silero() {
                 .unwrap();
         assert_eq!(meta["models"][0]["name"], "vad");
         // The ledger records which model (and which file) produced the item.
-        let db =
-            rusqlite::Connection::open(dir.path().join(&out).join("klio-ledger.sqlite")).unwrap();
-        let models: String = db
-            .query_row("SELECT models FROM items", [], |r| r.get(0))
-            .unwrap();
-        let models: serde_json::Value = serde_json::from_str(&models).unwrap();
+        let rows = crate::common::ledger::rows(&dir.path().join(&out).join("klio-ledger.sqlite"));
+        let models = rows[0]
+            .models
+            .clone()
+            .expect("the ledger records the models");
         assert_eq!(models[0]["name"], "vad");
         assert_eq!(models[0]["sha256"], meta["models"][0]["sha256"]);
         assert_eq!(

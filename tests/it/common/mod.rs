@@ -127,6 +127,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+pub mod ledger;
 pub mod pubsub;
 pub mod serve;
 pub mod stores;
+pub mod wav;

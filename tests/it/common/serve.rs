@@ -76,30 +76,37 @@ pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Writes a 16-bit mono WAV of `seconds` of a tone whose pitch depends on `seed`.
-pub fn write_wav(path: &Path, seconds: f64, rate: u32, seed: u32) {
-    let n = (seconds * f64::from(rate)) as u32;
-    let mut b = Vec::with_capacity(44 + 2 * n as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + 2 * n).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(2 * n).to_le_bytes());
-    let f = 200.0 + 10.0 * f64::from(seed % 100);
-    for i in 0..n {
-        let v = (0.3
-            * (2.0 * std::f64::consts::PI * f * f64::from(i) / f64::from(rate)).sin()
-            * 32767.0) as i16;
-        b.extend_from_slice(&v.to_le_bytes());
+pub use super::wav::write_wav;
+
+/// `serve --config CFG [--out OUT] [--ledger FILE] [-j N] [--until-idle]`: the argument list
+/// every serve test starts from.
+pub fn serve_args(
+    cfg: &str,
+    out: Option<&str>,
+    ledger: Option<&str>,
+    jobs: Option<u32>,
+    until_idle: bool,
+) -> Vec<String> {
+    let mut v: Vec<String> = vec!["serve".into(), "--config".into(), cfg.into()];
+    if let Some(o) = out {
+        v.extend(["--out".into(), o.into()]);
     }
-    std::fs::write(path, b).unwrap();
+    if let Some(l) = ledger {
+        v.extend(["--ledger".into(), l.into()]);
+    }
+    if let Some(j) = jobs {
+        v.extend(["-j".into(), j.to_string()]);
+    }
+    if until_idle {
+        v.push("--until-idle".into());
+    }
+    v
+}
+
+/// [`spawn`] with owned arguments (as [`serve_args`] makes them).
+pub fn spawn_args(dir: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Child {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn(dir, &refs, env, log)
 }
 
 /// A serve (or other) process of the built binary, KLIO_* cleared, stderr to a file.
@@ -145,41 +152,7 @@ pub fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill -{sig} failed");
 }
 
-/// Element ids in state `done` in a ledger file (empty if it does not exist).
-pub fn done_elements(ledger: &Path) -> Vec<String> {
-    if !ledger.exists() {
-        return Vec::new();
-    }
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let mut st = c
-        .prepare("SELECT element FROM items WHERE state = 'done' ORDER BY element")
-        .unwrap();
-    st.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-/// The states an element went through, oldest first, from a ledger's history.
-pub fn history(ledger: &Path, element: &str) -> Vec<String> {
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let mut st = c
-        .prepare("SELECT state FROM history WHERE element = ?1 ORDER BY id")
-        .unwrap();
-    st.query_map([element], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-/// `PRAGMA integrity_check` of a ledger.
-pub fn ledger_ok(ledger: &Path) -> bool {
-    let c = rusqlite::Connection::open(ledger).unwrap();
-    let r: String = c
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    r == "ok"
-}
+pub use super::ledger::{done_elements, history, ledger_ok};
 
 /// Checks an output folder holds exactly `expected` item folders, each with a parseable
 /// meta.json naming itself and a parseable log_mel.npy of 80 mels; nothing else visible.

@@ -3,13 +3,14 @@
 //! streamed into a temp file, hashed on the way, under the size cap. Nothing outside this
 //! module opens an item's source for anything but decoding.
 
+use crate::pipeline::ErrorKind;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use crate::item::{InputFacts, Source};
-use crate::sink::TempFolder;
+use crate::stage::sink::TempFolder;
 use crate::store::{Remote, StoreError, Stores};
 
 /// Why an input could not be fetched.
@@ -36,11 +37,11 @@ pub enum FetchError {
 
 impl FetchError {
     /// The ledger's `error_kind`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            FetchError::Missing(_) => "missing_input",
-            FetchError::NotAFile(_) => "not_a_file",
-            FetchError::Io { .. } => "io",
+            FetchError::Missing(_) => ErrorKind::MissingInput,
+            FetchError::NotAFile(_) => ErrorKind::NotAFile,
+            FetchError::Io { .. } => ErrorKind::Io,
             FetchError::Store(e) => e.kind(),
         }
     }
@@ -149,7 +150,7 @@ pub struct Fetched {
 pub fn fetch(
     stores: &Stores,
     source: &Source,
-    temp: impl FnOnce() -> Result<TempFolder, crate::sink::SinkError>,
+    temp: impl FnOnce() -> Result<TempFolder, crate::stage::sink::SinkError>,
     cap: u64,
 ) -> Result<Fetched, FetchError> {
     match source {

@@ -13,6 +13,7 @@
 //! objects the current configuration no longer produces are deleted, `meta.json` goes last:
 //! its presence marks a complete item there too. All of it happens before the ledger commit.
 
+use crate::pipeline::ErrorKind;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use std::collections::BTreeMap;
 
 use klio_dsp::{Feature, Finalizer, FrameSink, Slot};
 
+use crate::pipeline::meta::{ItemMeta, ModelMeta};
+use crate::stage::infer::{ModelOutput, OutputKind};
 use crate::store::{Remote, StoreError, Stores};
 
 /// Name of the folder (inside the output folder) that holds temp files while they are written.
@@ -45,9 +48,9 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// Disk-full and similar errors may clear up; retry on a later run.
-    pub fn is_retryable(&self) -> bool {
-        true
+    /// The ledger's `error_kind` (disk-full and similar errors may clear up: retryable).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Sink
     }
 }
 
@@ -197,7 +200,7 @@ impl Sink {
     ///
     /// # Errors
     /// The store cannot be asked.
-    pub fn read_meta(&self, element: &str) -> Result<Option<serde_json::Value>, SinkError> {
+    pub fn read_meta(&self, element: &str) -> Result<Option<ItemMeta>, SinkError> {
         let bytes = match &self.out {
             Out::Dir(d) => {
                 let p = d.join(element).join("meta.json");
@@ -240,7 +243,7 @@ impl Sink {
         &self,
         element: &str,
         staging: &TempFolder,
-        meta: &serde_json::Value,
+        meta: &ItemMeta,
     ) -> Result<Vec<String>, SinkError> {
         let mut staged = Vec::new();
         for e in fs::read_dir(&staging.dir).map_err(io(&staging.dir))? {
@@ -276,11 +279,10 @@ impl Sink {
         &self,
         element: &str,
         staged: &mut Vec<(PathBuf, String)>,
-        meta: &serde_json::Value,
+        meta: &ItemMeta,
     ) -> Result<Vec<String>, SinkError> {
         let tmp = self.tmp_path("meta.json");
-        let mut text = serde_json::to_vec_pretty(meta).expect("meta serialises");
-        text.push(b'\n');
+        let text = meta.to_json_bytes();
         write_synced(&tmp, |w| w.write_all(&text)).map_err(io(&tmp))?;
         staged.push((tmp, "meta.json".to_string()));
 
@@ -403,6 +405,22 @@ impl TempFolder {
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Hands the frames of feature `name` staged here (written by
+    /// [`ItemWriter::write_features`], `[dim, frames]`) to `f`, 4096 frames at a time,
+    /// frame-major: how a model that reads a feature gets it, in bounded memory.
+    ///
+    /// # Errors
+    /// The file cannot be read, or `f`'s error.
+    pub fn for_each_feature_tile<E: From<SinkError>>(
+        &self,
+        name: &str,
+        dim: usize,
+        frames: usize,
+        f: impl FnMut(&[f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for_each_frame_tile(&self.dir.join(format!("{name}.npy")), dim, frames, 4096, f)
     }
 }
 
@@ -700,6 +718,74 @@ impl Drop for ItemWriter<'_> {
     }
 }
 
+/// Writes a model's outputs into `staging`, beside the features, and says what they are:
+/// `segments`: `<name>.json` and the per-chunk probabilities `<name>_probs.npy`; `tensor`:
+/// `<name>.npy` (`[chunks]`, or `[chunks, values]`); `embedding`: `<name>.npy`, the pooled
+/// vector; `labels`: `<name>.json` and the pooled scores `<name>_scores.npy`.
+///
+/// # Errors
+/// A file cannot be written.
+pub fn stage_model_output(staging: &TempFolder, o: &ModelOutput) -> Result<ModelMeta, SinkError> {
+    let stem = &o.name;
+    let at = |name: &str| staging.path().join(name);
+    let (file, values) = match o.cfg.output {
+        OutputKind::Segments => {
+            let file = write_json(staging, stem, &crate::stage::infer::segments_json(o))?;
+            let probs = format!("{stem}_probs.npy");
+            write_npy(&at(&probs), &[o.values.len()], &o.values)?;
+            (file, Some(probs))
+        }
+        OutputKind::Tensor => {
+            let file = format!("{stem}.npy");
+            // One value per chunk: `[chunks]`; more: `[chunks, values]`.
+            let chunks = o.values.len();
+            let shape = if o.row <= 1 {
+                vec![chunks]
+            } else {
+                vec![chunks, o.row]
+            };
+            write_npy(&at(&file), &shape, &o.rows)?;
+            (file.clone(), Some(file))
+        }
+        OutputKind::Embedding => {
+            let file = format!("{stem}.npy");
+            let v = o.pooled.as_deref().unwrap_or_default();
+            write_npy(&at(&file), &[v.len()], v)?;
+            (file, None)
+        }
+        OutputKind::Labels => {
+            let file = write_json(staging, stem, &crate::stage::infer::labels_json(o))?;
+            let scores = format!("{stem}_scores.npy");
+            let v = o.pooled.as_deref().unwrap_or_default();
+            write_npy(&at(&scores), &[v.len()], v)?;
+            (file, Some(scores))
+        }
+    };
+    Ok(ModelMeta {
+        name: o.name.clone(),
+        sha256: o.sha256.clone(),
+        backend: o.cfg.backend,
+        chunks: o.values.len(),
+        file,
+        values,
+        segments: o.segments.as_ref().map(Vec::len),
+    })
+}
+
+/// Writes `<stem>.json` (pretty, newline-terminated) into the staging folder; returns its name.
+fn write_json(
+    staging: &TempFolder,
+    stem: &str,
+    value: &serde_json::Value,
+) -> Result<String, SinkError> {
+    let name = format!("{stem}.json");
+    let mut text = serde_json::to_vec_pretty(value).expect("JSON serialises");
+    text.push(b'\n');
+    let path = staging.path().join(&name);
+    fs::write(&path, text).map_err(io(&path))?;
+    Ok(name)
+}
+
 /// Writes a small float32 C-order `.npy` in one go.
 ///
 /// # Errors
@@ -814,7 +900,7 @@ mod tests {
         let staging = sink.temp_folder("e").unwrap();
         assert_eq!(w.write_features(&fin, &staging).unwrap().len(), 5);
         let names = sink
-            .commit_staged("e", &staging, &serde_json::json!({"a": 1}))
+            .commit_staged("e", &staging, &ItemMeta::default())
             .unwrap();
         assert_eq!(names.len(), 6);
         drop(staging);
@@ -877,7 +963,7 @@ mod tests {
             .commit(
                 "e",
                 &mut vec![(tmp, "mel.npy".into())],
-                &serde_json::json!({}),
+                &ItemMeta::default(),
             )
             .unwrap();
         assert_eq!(names, vec!["mel.npy", "meta.json"]);

@@ -5,6 +5,13 @@
 //! ([`AudioStream::next_block`]), so a long file is never held whole in memory. This module
 //! knows nothing of features, outputs or the ledger.
 
+mod config;
+#[cfg(feature = "opus")]
+pub mod opus;
+
+pub use config::{Channels, Damaged, DecodeConfig, Mismatch, SampleRate};
+
+use crate::pipeline::ErrorKind;
 use std::fs::File;
 use std::path::Path;
 
@@ -17,8 +24,6 @@ use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
-
-use crate::config::{Channels, Damaged, DecodeConfig, Mismatch, SampleRate};
 
 /// Why a file could not be decoded. Each variant is one `error_kind` in the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -86,28 +91,23 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The short name stored as the ledger's `error_kind`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            DecodeError::Io(_) => "io",
-            DecodeError::Empty => "empty_file",
-            DecodeError::UnknownFormat(_) => "unknown_format",
-            DecodeError::NoAudioTrack(_) => "no_audio_track",
-            DecodeError::UnsupportedCodec(_) => "unsupported_codec",
-            DecodeError::InvalidStream(_) => "invalid_stream",
-            DecodeError::Truncated(_) => "truncated",
-            DecodeError::Corrupt(_) => "corrupt",
-            DecodeError::TooLong { .. } => "too_long",
-            DecodeError::TooManyChannels(_) => "too_many_channels",
-            DecodeError::RateTooHigh(_) => "sample_rate_too_high",
-            DecodeError::ExtensionMismatch { .. } => "extension_mismatch",
-            DecodeError::NoSamples => "no_samples",
-            DecodeError::Resample { .. } => "resample",
+            DecodeError::Io(_) => ErrorKind::Io,
+            DecodeError::Empty => ErrorKind::EmptyFile,
+            DecodeError::UnknownFormat(_) => ErrorKind::UnknownFormat,
+            DecodeError::NoAudioTrack(_) => ErrorKind::NoAudioTrack,
+            DecodeError::UnsupportedCodec(_) => ErrorKind::UnsupportedCodec,
+            DecodeError::InvalidStream(_) => ErrorKind::InvalidStream,
+            DecodeError::Truncated(_) => ErrorKind::Truncated,
+            DecodeError::Corrupt(_) => ErrorKind::Corrupt,
+            DecodeError::TooLong { .. } => ErrorKind::TooLong,
+            DecodeError::TooManyChannels(_) => ErrorKind::TooManyChannels,
+            DecodeError::RateTooHigh(_) => ErrorKind::SampleRateTooHigh,
+            DecodeError::ExtensionMismatch { .. } => ErrorKind::ExtensionMismatch,
+            DecodeError::NoSamples => ErrorKind::NoSamples,
+            DecodeError::Resample { .. } => ErrorKind::Resample,
         }
-    }
-
-    /// Whether trying again later could succeed (an I/O error may be transient; bad data is not).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, DecodeError::Io(_))
     }
 }
 
@@ -155,7 +155,7 @@ fn codecs() -> &'static CodecRegistry {
         let mut r = CodecRegistry::new();
         symphonia::default::register_enabled_codecs(&mut r);
         #[cfg(feature = "opus")]
-        r.register_audio_decoder::<crate::opus::OpusDecoder>();
+        r.register_audio_decoder::<crate::stage::decode::opus::OpusDecoder>();
         r
     })
 }

@@ -9,6 +9,7 @@
 //! `{element}` the element id, `{outputs}` the folder holding this item's outputs so far
 //! (the feature `.npy` files and earlier exec outputs). `{{` stands for a literal `{`.
 
+use crate::pipeline::ErrorKind;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -210,20 +211,20 @@ pub enum ExecError {
 
 impl ExecError {
     /// The ledger's `error_kind`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ExecError::Spawn { .. } => "exec_spawn",
-            ExecError::Failed { .. } => "exec_failed",
-            ExecError::Timeout { .. } => "exec_timeout",
-            ExecError::OutputTooLarge { .. } => "exec_output_too_large",
-            ExecError::MissingOutput { .. } => "exec_missing_output",
-            ExecError::Io { .. } => "exec_io",
+            ExecError::Spawn { .. } => ErrorKind::ExecSpawn,
+            ExecError::Failed { .. } => ErrorKind::ExecFailed,
+            ExecError::Timeout { .. } => ErrorKind::ExecTimeout,
+            ExecError::OutputTooLarge { .. } => ErrorKind::ExecOutputTooLarge,
+            ExecError::MissingOutput { .. } => ErrorKind::ExecMissingOutput,
+            ExecError::Io { .. } => ErrorKind::ExecIo,
         }
     }
 }
 
 /// What one program did for one item (for meta.json).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ExecReport {
     /// Stage name.
     pub name: String,

@@ -4,10 +4,15 @@
 //! `output = "segments"`, time segments in JSON (Silero VAD's rules).
 //!
 //! Backends: tract (pure Rust, in every build, the default) and ONNX Runtime (`backend =
-//! "ort"`, cargo feature `ort`: the library is loaded at run time, see [`crate::infer_ort`]).
+//! "ort"`, cargo feature `ort`: the library is loaded at run time, see [`crate::stage::infer::ort`]).
 //! Both run the same chunks with the same state and give the same values within 1e-4
 //! (tested on Silero VAD over real speech).
 
+pub mod batch;
+#[cfg(feature = "ort")]
+pub mod ort;
+
+use crate::pipeline::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +124,7 @@ pub struct ModelConfig {
     /// What the model reads: `"waveform"` (default; mono samples, input `[batch, window]`) or
     /// the name of a feature in `features.compute` (frames of it, input `[batch, frames,
     /// dim]` or `[batch, dim, frames]`, see `feature_layout`).
-    #[serde(default = "default_input", skip_serializing_if = "is_waveform")]
+    #[serde(default = "default_input")]
     pub input: String,
     /// Chunk length in seconds (rounded to whole samples or feature frames). Needed for a
     /// feature input; for a waveform, `window_samples` + `context_samples` is the
@@ -140,20 +145,20 @@ pub struct ModelConfig {
     /// The last chunk, when the item ends inside it: `"zeros"` (default: padded with
     /// zeros) or `"drop"` (left out; an item shorter than one chunk then fails as
     /// `too_short`).
-    #[serde(default, skip_serializing_if = "is_default")]
+    #[serde(default)]
     pub pad_last: PadLast,
     /// Feature input: `"time_major"` (default, `[batch, frames, dim]`) or
     /// `"feature_major"` (`[batch, dim, frames]`, librosa's orientation).
-    #[serde(default, skip_serializing_if = "is_default")]
+    #[serde(default)]
     pub feature_layout: FeatureLayout,
     /// Chunks per model call (the model's first axis must then be free). Chunks of several
     /// items are batched together (see `batch_wait_ms`). Not with `state` (each item carries
     /// its own). Default 1.
-    #[serde(default = "default_batch", skip_serializing_if = "is_one")]
+    #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// How long a part-filled batch waits for other items' chunks. Default 0: a call takes
     /// what is queued (chunks that came in while the previous call ran).
-    #[serde(default = "default_batch_wait", skip_serializing_if = "is_default")]
+    #[serde(default = "default_batch_wait")]
     pub batch_wait_ms: f64,
     /// Recurrent state: second input, second output. Default none.
     #[serde(default)]
@@ -193,32 +198,80 @@ fn default_batch_wait() -> f64 {
     0.0
 }
 
-thread_local! {
-    static FOR_HASH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+/// The view of a `[[model]]` that the config hash serialises: the file is identified by its
+/// hash (elsewhere in the hash), not by where it lies, and the keys added after ledgers
+/// existed are left out where they hold their defaults, so adding those keys changed no
+/// existing config hash. `config show` writes [`ModelConfig`] itself, every key included.
+#[derive(Serialize)]
+pub struct ModelHashView<'a> {
+    name: &'a str,
+    path: &'a str,
+    sha256: &'a Option<String>,
+    backend: Backend,
+    sample_rate_hz: u32,
+    #[serde(skip_serializing_if = "is_waveform")]
+    input: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hop_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_samples: Option<usize>,
+    context_samples: usize,
+    #[serde(skip_serializing_if = "is_default")]
+    pad_last: PadLast,
+    #[serde(skip_serializing_if = "is_default")]
+    feature_layout: FeatureLayout,
+    #[serde(skip_serializing_if = "is_one")]
+    batch_size: usize,
+    #[serde(skip_serializing_if = "is_default")]
+    batch_wait_ms: f64,
+    state: &'a Option<StateConfig>,
+    output: OutputKind,
+    segments: &'a SegmentsConfig,
+    labels: &'a Option<PathBuf>,
+    top_k: usize,
+    threads: usize,
+    device: DeviceName,
 }
 
-/// Runs `f` (the config hash's serialisation) with the `[[model]]` keys added after ledgers
-/// existed left out where they hold their defaults, so adding those keys changed no existing
-/// config hash; everywhere else (`config show`) they are written out.
-pub fn for_hash<T>(f: impl FnOnce() -> T) -> T {
-    FOR_HASH.with(|h| h.set(true));
-    let r = f();
-    FOR_HASH.with(|h| h.set(false));
-    r
+impl ModelConfig {
+    /// What the config hash reads of this model (see [`ModelHashView`]).
+    pub fn hash_view(&self) -> ModelHashView<'_> {
+        ModelHashView {
+            name: &self.name,
+            path: "",
+            sha256: &self.sha256,
+            backend: self.backend,
+            sample_rate_hz: self.sample_rate_hz,
+            input: &self.input,
+            window_s: self.window_s,
+            hop_s: self.hop_s,
+            window_samples: self.window_samples,
+            context_samples: self.context_samples,
+            pad_last: self.pad_last,
+            feature_layout: self.feature_layout,
+            batch_size: self.batch_size,
+            batch_wait_ms: self.batch_wait_ms,
+            state: &self.state,
+            output: self.output,
+            segments: &self.segments,
+            labels: &self.labels,
+            top_k: self.top_k,
+            threads: self.threads,
+            device: self.device,
+        }
+    }
 }
 
-fn hashing() -> bool {
-    FOR_HASH.with(std::cell::Cell::get)
-}
-fn is_waveform(s: &str) -> bool {
-    hashing() && s == "waveform"
+fn is_waveform(s: &&str) -> bool {
+    *s == "waveform"
 }
 fn is_one(n: &usize) -> bool {
-    hashing() && *n == 1
+    *n == 1
 }
-/// A key at its type's default (`pad_last`, `feature_layout`, `batch_wait_ms`), when hashing.
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
-    hashing() && *v == T::default()
+    *v == T::default()
 }
 
 /// `pad_last`: what happens to a last chunk the item ends inside.
@@ -383,12 +436,12 @@ pub enum InferError {
 
 impl InferError {
     /// The ledger's `error_kind`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            InferError::Rate { .. } => "model_rate",
-            InferError::Run { .. } => "model_run",
-            InferError::TooShort { .. } => "too_short",
-            InferError::NonFinite { .. } => "model_non_finite",
+            InferError::Rate { .. } => ErrorKind::ModelRate,
+            InferError::Run { .. } => ErrorKind::ModelRun,
+            InferError::TooShort { .. } => ErrorKind::TooShort,
+            InferError::NonFinite { .. } => ErrorKind::ModelNonFinite,
         }
     }
 }
@@ -399,7 +452,7 @@ type Plan = TypedSimplePlan;
 enum Runtime {
     Tract(Arc<Plan>),
     #[cfg(feature = "ort")]
-    Ort(crate::infer_ort::OrtModel),
+    Ort(crate::stage::infer::ort::OrtModel),
 }
 
 /// A loaded model, shared by all workers.
@@ -409,7 +462,7 @@ pub struct LoadedModel {
     sha256: String,
     labels: Vec<String>,
     /// `batch_size > 1`: the queue that batches chunks across items.
-    batcher: Option<crate::infer_batch::Batcher>,
+    batcher: Option<crate::stage::infer::batch::Batcher>,
 }
 
 /// Every configured model, loaded once.
@@ -456,13 +509,19 @@ impl InferStage {
                 #[cfg(feature = "ort")]
                 Backend::Ort => {
                     let device = match cfg.device {
-                        DeviceName::Cpu => crate::infer_ort::Device::Cpu,
-                        DeviceName::Cuda => crate::infer_ort::Device::Cuda,
+                        DeviceName::Cpu => crate::stage::infer::ort::Device::Cpu,
+                        DeviceName::Cuda => crate::stage::infer::ort::Device::Cuda,
                     };
-                    let lib = crate::infer_ort::library(&infer.ort_library);
+                    let lib = crate::stage::infer::ort::library(&infer.ort_library);
                     Runtime::Ort(
-                        crate::infer_ort::OrtModel::load(n, bytes, cfg.threads, device, &lib)
-                            .map_err(anyhow::Error::msg)?,
+                        crate::stage::infer::ort::OrtModel::load(
+                            n,
+                            bytes,
+                            cfg.threads,
+                            device,
+                            &lib,
+                        )
+                        .map_err(anyhow::Error::msg)?,
                     )
                 }
                 #[cfg(not(feature = "ort"))]
@@ -482,7 +541,7 @@ impl InferStage {
                 }
             };
             let batcher = (cfg.batch_size > 1).then(|| {
-                crate::infer_batch::Batcher::new(
+                crate::stage::infer::batch::Batcher::new(
                     cfg.batch_size,
                     Duration::from_secs_f64(cfg.batch_wait_ms / 1000.0),
                 )
@@ -582,7 +641,7 @@ impl InferStage {
 pub struct ModelRun<'m> {
     model: &'m LoadedModel,
     #[cfg(feature = "ort")]
-    session: Option<ort::session::Session>,
+    session: Option<::ort::session::Session>,
     /// tract's run state, kept from call to call (built on the first).
     tract: Option<TypedSimpleState>,
     /// Values per frame (1 for a waveform; 0 until a feature's first frames arrive).
