@@ -67,6 +67,16 @@ pub enum Noted {
     GaveUp,
 }
 
+/// How an attempt is claimed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// Start the attempt count again (`--force`).
+    pub reset: bool,
+    /// No other item of this process is in flight until this one ends: a crash meanwhile
+    /// is charged to it.
+    pub alone: bool,
+}
+
 /// What [`Ledger::recover_running`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovered {
@@ -407,9 +417,8 @@ impl Ledger {
     }
 
     /// Marks an item `running` for a new attempt and returns the attempt number. The count
-    /// starts again at 1 when the input or config differs from the row's, or when `reset`.
-    /// `alone`: no other item of this process is in flight until this one ends (a crash
-    /// meanwhile is charged to it).
+    /// starts again at 1 when the input or config differs from the row's, or with
+    /// `how.reset`; `how.alone` marks the claim as the only one in flight.
     ///
     /// # Errors
     /// SQLite errors.
@@ -420,9 +429,9 @@ impl Ledger {
         source: &str,
         input: &InputFacts,
         config_hash: &str,
-        reset: bool,
-        alone: bool,
+        how: Claim,
     ) -> Result<i64> {
+        let Claim { reset, alone } = how;
         let tx = self.conn.transaction()?;
         let prev: Option<(Option<String>, String, i64, String)> = tx
             .query_row(
@@ -881,19 +890,19 @@ mod tests {
         let run = l.begin_run("test", "c1").unwrap();
         let j = serde_json::json!({});
         assert_eq!(
-            l.claim(run, "e", "/x", &facts("h1"), "c1", false, false)
+            l.claim(run, "e", "/x", &facts("h1"), "c1", Claim::default())
                 .unwrap(),
             1
         );
         l.failed(run, "e", ErrorKind::Corrupt, "bad", &j).unwrap();
         assert_eq!(
-            l.claim(run, "e", "/x", &facts("h1"), "c1", false, false)
+            l.claim(run, "e", "/x", &facts("h1"), "c1", Claim::default())
                 .unwrap(),
             2
         );
         // A crash leaves it running beside another item; recovery marks both failed and
         // gives the attempts back.
-        l.claim(run, "other", "/y", &facts("h9"), "c1", false, false)
+        l.claim(run, "other", "/y", &facts("h9"), "c1", Claim::default())
             .unwrap();
         assert_eq!(
             l.recover_running().unwrap(),
@@ -909,8 +918,18 @@ mod tests {
         );
         // Retried alone and interrupted again: now it is charged.
         assert_eq!(
-            l.claim(run, "e", "/x", &facts("h1"), "c1", false, true)
-                .unwrap(),
+            l.claim(
+                run,
+                "e",
+                "/x",
+                &facts("h1"),
+                "c1",
+                Claim {
+                    reset: false,
+                    alone: true
+                }
+            )
+            .unwrap(),
             2
         );
         assert_eq!(
@@ -923,7 +942,7 @@ mod tests {
         assert_eq!(l.get("e").unwrap().unwrap().attempts, 2);
         // A new input starts over.
         assert_eq!(
-            l.claim(run, "e", "/x", &facts("h2"), "c1", false, false)
+            l.claim(run, "e", "/x", &facts("h2"), "c1", Claim::default())
                 .unwrap(),
             1
         );

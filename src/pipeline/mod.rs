@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::item::{InputFacts, ItemRef, Outcome};
-use crate::ledger::{Ledger, Noted, RunCounts};
+use crate::ledger::{Claim, Ledger, Noted, RunCounts};
 use crate::stage::decode::AudioStream;
 use crate::stage::exec::ExecStage;
 use crate::stage::features::{FeatureError, FeatureStage};
@@ -339,8 +339,10 @@ fn process_item(ctx: &Engine, item: ItemRef, force: bool) -> ItemReport {
         &source,
         &facts,
         &ctx.config_hash,
-        force,
-        alone,
+        Claim {
+            reset: force,
+            alone,
+        },
     ) {
         return report(Outcome::Failed, 0.0, Some(ledger_error(&e)));
     }
@@ -403,8 +405,7 @@ fn fail_before_claim(
             source,
             &facts,
             &ctx.config_hash,
-            false,
-            false,
+            Claim::default(),
         )
         .and_then(|_| {
             ledger.failed(

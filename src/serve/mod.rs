@@ -86,7 +86,7 @@ pub struct Source {
 
 enum Kind {
     Inbox(inbox::Inbox),
-    Nats(nats::NatsSource),
+    Nats(Box<nats::NatsSource>),
     Pubsub(pubsub::PubsubSource),
 }
 
@@ -126,7 +126,7 @@ impl Source {
                     n.consumer
                 );
                 Source {
-                    kind: Kind::Nats(source),
+                    kind: Kind::Nats(Box::new(source)),
                     output,
                     max_deliver: n.max_deliver,
                     backoff_s: n.retry_backoff_s,
@@ -204,7 +204,7 @@ pub async fn run(
     let (max_deliver, backoff_s) = (source.max_deliver, source.backoff_s);
     match source.kind {
         Kind::Inbox(s) => driver.drive(s, max_deliver, backoff_s, stop_rx).await,
-        Kind::Nats(s) => driver.drive(s, max_deliver, backoff_s, stop_rx).await,
+        Kind::Nats(s) => driver.drive(*s, max_deliver, backoff_s, stop_rx).await,
         Kind::Pubsub(s) => driver.drive(s, max_deliver, backoff_s, stop_rx).await,
     }
 }
