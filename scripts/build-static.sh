@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the single static klio-edge binary: x86_64 musl, the `dist` profile (fat LTO, one
-# codegen unit, panic=abort, stripped), tract and Opus (the pure-Rust decoder), without the `ort` feature (it loads a shared library). Installs the
+# codegen unit, unwinding panics, stripped), tract and Opus (the pure-Rust decoder), without the `ort` feature (it loads a shared library). Installs the
 # rustup target and musl-tools when it can. Prints the binary's path as its last line.
 #
 #   scripts/build-static.sh            # build

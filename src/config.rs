@@ -15,7 +15,9 @@ use crate::stage::infer::ModelConfig;
 
 /// Bump when a change to decoding or feature numerics must invalidate every finished item.
 /// 2: SIMD kernels (vector log), streamed sink.
-pub const ALGORITHM_VERSION: u32 = 2;
+/// 3: resampler flat to 0.98 of Nyquist (a 4096-frame FFT block), MP4 edit lists (AAC
+///    priming dropped), float samples beyond +-1e6 refused.
+pub const ALGORITHM_VERSION: u32 = 3;
 
 /// The name of the config file looked up in the working directory when no `--config` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "klio-edge.toml";
@@ -237,6 +239,12 @@ impl Config {
         if d.max_sample_rate_hz == 0 {
             bail!("decode.max_sample_rate_hz: must be at least 1");
         }
+        if d.min_sample_rate_hz == 0 || d.min_sample_rate_hz > d.max_sample_rate_hz {
+            bail!(
+                "decode.min_sample_rate_hz: must be at least 1 and at most decode.max_sample_rate_hz ({})",
+                d.max_sample_rate_hz
+            );
+        }
         if let Some(e) = self
             .run
             .extensions
@@ -357,7 +365,7 @@ impl Config {
         #[derive(Serialize)]
         struct Hashed<'a> {
             algorithm: u32,
-            decode: &'a DecodeConfig,
+            decode: crate::stage::decode::DecodeHashView,
             features: Option<&'a FeaturesConfig>,
             exec: &'a [ExecConfig],
             models: Vec<crate::stage::infer::ModelHashView<'a>>,
@@ -367,8 +375,14 @@ impl Config {
         features.win_length = Some(features.win_length.unwrap_or(features.n_fft));
         // Binary items (no decode) do not depend on the feature settings.
         let json = serde_json::to_string(&Hashed {
-            algorithm: ALGORITHM_VERSION,
-            decode: &self.decode,
+            // Binary items (no decode) do not depend on the decoding and feature numerics the
+            // version tracks: theirs stays at 2, the version when that was split off.
+            algorithm: if self.decode.enabled {
+                ALGORITHM_VERSION
+            } else {
+                2
+            },
+            decode: self.decode.hash_view(),
             features: self.decode.enabled.then_some(&features),
             exec: &self.exec,
             models: self.model.iter().map(ModelConfig::hash_view).collect(),

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::source as event;
 use crate::stage::decode::AudioStream;
-use crate::stage::decode::{DecodeConfig, SampleRate};
+use crate::stage::decode::{Damaged, DecodeConfig, SampleRate};
 use crate::stage::features::FeaturesConfig;
 
 const EXTENSIONS: [Option<&str>; 7] = [
@@ -47,6 +47,66 @@ pub fn decode(data: &[u8]) {
         // 30 s at 16 kHz plus resampler slack.
         assert!(frames <= 16000 * 31, "decoded past max_duration_s");
     }
+}
+
+/// Arbitrary float PCM (NaN, infinities, values far beyond full scale included) as a
+/// 32-bit float WAV: the first byte picks the file's rate (including rates the resampler
+/// must change by large ratios), the second its channel count, the rest are the samples'
+/// bits. Decoded and resampled to 16 kHz, strictly (refused, or every block finite) and
+/// with `on_damaged = "partial"` (every block finite and within range).
+pub fn float_pcm(data: &[u8]) {
+    const RATES: [u32; 8] = [8000, 11025, 16000, 22050, 44100, 48000, 96000, 192000];
+    let [pick, ch, samples @ ..] = data else {
+        return;
+    };
+    let rate = RATES[*pick as usize % RATES.len()];
+    let channels = u16::from(ch % 4) + 1;
+    let n = samples.len() / 4 / channels as usize * channels as usize;
+    let wav = float_wav(&samples[..n * 4], rate, channels);
+    for damaged in [Damaged::Fail, Damaged::Partial] {
+        let cfg = DecodeConfig {
+            sample_rate_hz: SampleRate::Hz(16000),
+            on_damaged: damaged,
+            ..DecodeConfig::default()
+        };
+        let Ok(mut s) = AudioStream::from_bytes(wav.clone(), Some("wav".into()), &cfg) else {
+            continue;
+        };
+        loop {
+            match s.next_block() {
+                Ok(Some(block)) => {
+                    for v in block.iter().flatten() {
+                        assert!(v.is_finite(), "a non-finite sample passed decode");
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    assert!(damaged == Damaged::Fail, "partial decoding failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A 32-bit float WAV (format 3) of raw little-endian sample bytes.
+pub fn float_wav(sample_bytes: &[u8], rate: u32, channels: u16) -> Vec<u8> {
+    let len = sample_bytes.len() as u32;
+    let mut b = Vec::with_capacity(44 + sample_bytes.len());
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&3u16.to_le_bytes());
+    b.extend_from_slice(&channels.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 4 * u32::from(channels)).to_le_bytes());
+    b.extend_from_slice(&(4 * channels).to_le_bytes());
+    b.extend_from_slice(&32u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(sample_bytes);
+    b
 }
 
 /// A queue message: parsed, or refused with a reason; an accepted element id is safe.

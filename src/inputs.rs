@@ -196,7 +196,11 @@ fn add_path(
         let before = found.len();
         walk_dir(path, exclude, select, found);
         if found.len() == before {
+            // Named outright and nothing to take: a failed item (`not_a_file`), so the run
+            // does not end "all done" with nothing done.
             warnings.push(format!("{input}: folder holds no files to take"));
+            let item = ItemRef::for_path(path);
+            found.entry(item.source.clone()).or_insert(item);
         }
     } else if path.exists() || !input.contains(['*', '?', '[']) {
         let item = ItemRef::for_path(path);

@@ -123,6 +123,8 @@ pub fn run(
     let mut counts = RunCounts::default();
     let mut gave_up = 0u64;
     let mut missing_input = 0u64;
+    let mut unrecorded = 0u64;
+    let mut first_unrecorded: Option<String> = None;
     let mut audio_s = 0.0;
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<ItemRef>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<ItemReport>();
@@ -147,6 +149,10 @@ pub fn run(
         drop(done_tx);
         for r in done_rx {
             audio_s += r.audio_s;
+            if let Some(why) = &r.unrecorded {
+                unrecorded += 1;
+                first_unrecorded.get_or_insert_with(|| why.clone());
+            }
             let line = match r.outcome {
                 Outcome::Done => {
                     counts.done += 1;
@@ -223,7 +229,16 @@ pub fn run(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    ctx.close(&counts)?;
+    let closed = ctx.close(&counts);
+    if let Some(why) = first_unrecorded {
+        anyhow::bail!(
+            "the ledger {} could not record the outcome of {unrecorded} item(s) ({why}): \
+             is its disk full? Their outputs are either complete or absent; a run once the \
+             ledger can be written again processes them",
+            req.ledger.display()
+        );
+    }
+    closed?;
     let wall_s = started.elapsed().as_secs_f64();
     Ok(Summary {
         done: counts.done,

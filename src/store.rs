@@ -202,6 +202,11 @@ impl Remote {
         self.scheme.get()
     }
 
+    /// The bucket, or `host[:port]`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// The key (or prefix) in the bucket.
     pub fn key(&self) -> &str {
         &self.key
@@ -423,6 +428,13 @@ impl Stores {
     }
 
     fn client(&self, r: &Remote) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        if r.scheme() == Scheme::Http && !self.cfg.allow_http {
+            // A setting, not a network failure: refused at once, never retried.
+            return Err(StoreError::Denied {
+                url: r.to_string(),
+                message: "plain http:// is refused; set store.allow_http = true to allow it".into(),
+            });
+        }
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&r.store_id()) {
             return Ok(c.clone());

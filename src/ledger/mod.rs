@@ -8,7 +8,7 @@
 //! to an item that was alone in flight (see [`Ledger::recover_running`]). Migrations are numbered
 //! SQL files applied in order at open; every pragma is read back and checked.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -184,7 +184,7 @@ fn refuse(path: &Path, why: String) -> anyhow::Error {
 
 /// Reading the schema is the first access: a file that is not SQLite fails here, and so does
 /// an SQLite database of something else.
-fn check_is_ledger(conn: &Connection, path: &Path) -> Result<()> {
+fn check_is_ledger(conn: &Connection, path: &Path, writing: bool) -> Result<()> {
     let (version, tables): (i64, i64) = conn
         .query_row(
             "SELECT (SELECT user_version FROM pragma_user_version), \
@@ -192,7 +192,19 @@ fn check_is_ledger(conn: &Connection, path: &Path) -> Result<()> {
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map_err(|e| refuse(path, format!("is not a readable SQLite database ({e})")))?;
+        .map_err(|e| match unwritable(path) {
+            // A healthy ledger SQLite cannot open for writing: say so, not "move it aside".
+            Some(why) if writing && looks_like_sqlite(path) => anyhow::anyhow!(
+                "cannot open the ledger {} for writing: {why}. The file looks intact; klio-edge \
+                 writes it and creates {}-wal and {}-shm beside it. Make the folder writable, \
+                 or copy the ledger somewhere writable and name it with --ledger \
+                 (`klio-edge ledger status` reads it where it is)",
+                path.display(),
+                path.display(),
+                path.display()
+            ),
+            _ => refuse(path, format!("is not a readable SQLite database ({e})")),
+        })?;
     if version == 0 && tables > 0 {
         return Err(refuse(
             path,
@@ -200,6 +212,40 @@ fn check_is_ledger(conn: &Connection, path: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether `path` starts with SQLite's file header.
+fn looks_like_sqlite(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head == b"SQLite format 3\0"
+}
+
+/// Why this process cannot write `path` or create files beside it, if it cannot (the
+/// effective permissions, a read-only mount).
+fn unwritable(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let can_write = |p: &Path| {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    };
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    if !can_write(&dir) {
+        Some(format!("the folder {} is not writable", dir.display()))
+    } else if path.exists() && !can_write(path) {
+        Some("the file is not writable".into())
+    } else {
+        None
+    }
 }
 
 fn check_intact(conn: &Connection, path: &Path) -> Result<()> {
@@ -228,7 +274,7 @@ impl Ledger {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        check_is_ledger(&conn, path)?;
+        check_is_ledger(&conn, path, true)?;
         check_pragma(&conn, "journal_mode = WAL", "journal_mode", "wal")?;
         let ledger = Self::setup(conn).with_context(|| format!("ledger {}", path.display()))?;
         check_intact(&ledger.conn, path)?;
@@ -263,7 +309,7 @@ impl Ledger {
         let conn = Connection::open_with_flags(uri.as_str(), flags)
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        check_is_ledger(&conn, path)?;
+        check_is_ledger(&conn, path, false)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let newest = MIGRATIONS.last().map_or(0, |m| m.0);
         if version > newest {

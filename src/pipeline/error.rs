@@ -81,6 +81,8 @@ error_kinds! {
     TooManyChannels = "too_many_channels", "decode", false;
     /// A rate over `decode.max_sample_rate_hz`.
     SampleRateTooHigh = "sample_rate_too_high", "decode", false;
+    /// A rate under `decode.min_sample_rate_hz`.
+    SampleRateTooLow = "sample_rate_too_low", "decode", false;
     /// The content is another format than the extension says.
     ExtensionMismatch = "extension_mismatch", "decode", false;
     /// The stream decoded to zero samples.
@@ -127,10 +129,14 @@ error_kinds! {
     BadMessage = "bad_message", "event", false;
     /// (events) Delivered `max_deliver` times without finishing.
     OutOfDeliveries = "out_of_deliveries", "event", false;
-    /// (events) The item's worker panicked.
+    /// The item's worker panicked (a bug: the panic message is recorded).
     Crash = "crash", "pipeline", false;
     /// (events) A failure without a recorded error.
     Unknown = "unknown", "pipeline", false;
+    /// (events) The input is outside what `serve` may read (`serve.allow_paths`, ...).
+    Forbidden = "forbidden", "event", false;
+    /// (events) The element id is recorded for another input (send `force` to replace it).
+    ElementConflict = "element_conflict", "event", false;
 }
 
 impl std::fmt::Display for ErrorKind {

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::item::{InputFacts, ItemRef, Outcome};
-use crate::ledger::{Claim, Ledger, Noted, RunCounts};
+use crate::ledger::{Claim, ItemState, Ledger, Noted, RunCounts};
 use crate::stage::decode::AudioStream;
 use crate::stage::exec::ExecStage;
 use crate::stage::features::{FeatureError, FeatureStage};
@@ -158,8 +158,36 @@ impl Engine {
     }
 
     /// Processes one item (skip, retry or give up as the ledger says; `force` recomputes).
+    /// A panic in a stage (a bug) fails this item alone, as `crash` with the panic's
+    /// message in the ledger; the caller's run goes on.
     pub fn process(&self, item: ItemRef, force: bool) -> ItemReport {
-        process_item(self, item, force || self.force)
+        let run =
+            std::panic::AssertUnwindSafe(|| process_item(self, item.clone(), force || self.force));
+        match std::panic::catch_unwind(run) {
+            Ok(report) => report,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                let err = ItemError::new(
+                    ErrorKind::Crash,
+                    format!("klio-edge panicked on this item (a bug; please report it): {what}"),
+                );
+                let report = ItemReport::new(item.clone(), Outcome::Failed, 0.0, Some(err.clone()));
+                match record_crash(self, &item, &err) {
+                    Ok(()) => report,
+                    Err(e) => report.unrecorded(&e),
+                }
+            }
+        }
+    }
+
+    /// Whether the ledger records `item`'s element id for another input (`serve` refuses
+    /// such events unless forced: an element id belongs to one input).
+    pub fn recorded_for_another_source(&self, item: &ItemRef) -> bool {
+        matches!(self.ledger().get(&item.element), Ok(Some(row)) if row.source != item.source.to_string())
     }
 
     /// Ends the ledger run with `counts` and removes this process's temp folder.
@@ -198,6 +226,28 @@ pub struct ItemReport {
     pub error: Option<ItemError>,
     /// Milliseconds per stage (`fetch`, `decode`, `features`, `infer`, `exec`, `sink`).
     pub stage_ms: Vec<(String, f64)>,
+    /// Why the ledger could not record this item's outcome (a full disk, say), if it could
+    /// not: the run must not claim that every failure is recorded.
+    pub unrecorded: Option<String>,
+}
+
+impl ItemReport {
+    fn new(item: ItemRef, outcome: Outcome, audio_s: f64, error: Option<ItemError>) -> Self {
+        ItemReport {
+            item,
+            outcome,
+            audio_s,
+            error,
+            stage_ms: Vec::new(),
+            unrecorded: None,
+        }
+    }
+
+    /// This report, marked as not recorded in the ledger because of `e`.
+    fn unrecorded(mut self, e: &anyhow::Error) -> Self {
+        self.unrecorded = Some(format!("{e:#}"));
+        self
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -207,13 +257,7 @@ fn ms(d: Duration) -> f64 {
 /// Decides what to do with one item (see [`skip::decide`]) and does it; every path ends in
 /// the ledger.
 fn process_item(ctx: &Engine, item: ItemRef, force: bool) -> ItemReport {
-    let report = |outcome, audio_s, error| ItemReport {
-        item: item.clone(),
-        outcome,
-        audio_s,
-        error,
-        stage_ms: Vec::new(),
-    };
+    let report = |outcome, audio_s, error| ItemReport::new(item.clone(), outcome, audio_s, error);
     let source = item.source.to_string();
     let t_fetch = Instant::now();
     let mut facts = match fetch::stat_source(&ctx.stores, &item.source) {
@@ -235,7 +279,7 @@ fn process_item(ctx: &Engine, item: ItemRef, force: bool) -> ItemReport {
     }
     let row = match ctx.ledger().get(&item.element) {
         Ok(r) => r,
-        Err(e) => return report(Outcome::Failed, 0.0, Some(ledger_error(&e))),
+        Err(e) => return report(Outcome::Failed, 0.0, Some(ledger_error(&e))).unrecorded(&e),
     };
     let outputs_present = row.is_some() && ctx.sink.has_outputs(&item.element);
     let mut stored_meta = None;
@@ -278,7 +322,7 @@ fn process_item(ctx: &Engine, item: ItemRef, force: bool) -> ItemReport {
                     &format!("outputs exist at {at}"),
                 ) {
                     Ok(()) => report(Outcome::Skipped, 0.0, None),
-                    Err(e) => report(Outcome::Failed, 0.0, Some(ledger_error(&e))),
+                    Err(e) => report(Outcome::Failed, 0.0, Some(ledger_error(&e))).unrecorded(&e),
                 };
             }
             Decision::ReadStored => {
@@ -344,7 +388,7 @@ fn process_item(ctx: &Engine, item: ItemRef, force: bool) -> ItemReport {
             alone,
         },
     ) {
-        return report(Outcome::Failed, 0.0, Some(ledger_error(&e)));
+        return report(Outcome::Failed, 0.0, Some(ledger_error(&e))).unrecorded(&e);
     }
     fault_hook(&source);
     let mut stage_ms = json!({ "fetch": fetch_ms });
@@ -372,21 +416,54 @@ fn process_item(ctx: &Engine, item: ItemRef, force: bool) -> ItemReport {
                         .unwrap_or_default(),
                     ..report(Outcome::Done, audio_s, None)
                 },
-                Err(e) => report(Outcome::Failed, audio_s, Some(ledger_error(&e))),
+                Err(e) => report(Outcome::Failed, audio_s, Some(ledger_error(&e))).unrecorded(&e),
             }
         }
         Err(err) => {
-            if let Err(e) =
-                ledger.failed(ctx.run_id, &item.element, err.kind, &err.message, &stage_ms)
-            {
-                tracing::error!(
-                    "cannot record failure of {} in the ledger: {e:#}",
-                    item.element
-                );
+            let failed = report(Outcome::Failed, 0.0, Some(err.clone()));
+            match ledger.failed(ctx.run_id, &item.element, err.kind, &err.message, &stage_ms) {
+                Ok(()) => failed,
+                Err(e) => {
+                    tracing::error!(
+                        "cannot record failure of {} in the ledger: {e:#}",
+                        item.element
+                    );
+                    failed.unrecorded(&e)
+                }
             }
-            report(Outcome::Failed, 0.0, Some(err))
         }
     }
+}
+
+/// Records a panicked item as failed (`crash`): its claimed row, or a new claim when the
+/// panic came before the claim.
+fn record_crash(ctx: &Engine, item: &ItemRef, err: &ItemError) -> Result<()> {
+    let mut ledger = ctx.ledger();
+    let claimed = matches!(ledger.get(&item.element), Ok(Some(r)) if r.state == ItemState::Running);
+    if !claimed {
+        ledger.claim(
+            ctx.run_id,
+            &item.element,
+            &item.source.to_string(),
+            &InputFacts::default(),
+            &ctx.config_hash,
+            Claim::default(),
+        )?;
+    }
+    ledger
+        .failed(
+            ctx.run_id,
+            &item.element,
+            err.kind,
+            &err.message,
+            &json!({}),
+        )
+        .inspect_err(|e| {
+            tracing::error!(
+                "cannot record the crash of {} in the ledger: {e:#}",
+                item.element
+            )
+        })
 }
 
 fn fail_before_claim(
@@ -416,23 +493,33 @@ fn fail_before_claim(
                 &json!({}),
             )
         });
-    if let Err(e) = recorded {
-        tracing::error!(
-            "cannot record failure of {} in the ledger: {e:#}",
-            item.element
-        );
+    match recorded {
+        Ok(()) => report(Outcome::Failed, 0.0, Some(err)),
+        Err(e) => {
+            tracing::error!(
+                "cannot record failure of {} in the ledger: {e:#}",
+                item.element
+            );
+            report(Outcome::Failed, 0.0, Some(err)).unrecorded(&e)
+        }
     }
-    report(Outcome::Failed, 0.0, Some(err))
 }
 
 /// With the `test-hooks` feature (only `cargo test` builds it): aborts the process when the
 /// source contains `KLIO_EDGE_TEST_ABORT_ON` (a file that crashes klio-edge, for the
-/// crash-accounting tests). Binaries built for use have no such hook.
+/// crash-accounting tests), panics when it contains `KLIO_EDGE_TEST_PANIC_ON` (a bug in a
+/// stage). Binaries built for use have no such hook.
 fn fault_hook(source: &str) {
     #[cfg(feature = "test-hooks")]
-    if let Ok(pattern) = std::env::var("KLIO_EDGE_TEST_ABORT_ON") {
-        if !pattern.is_empty() && source.contains(&pattern) {
+    {
+        let hit = |var: &str| {
+            std::env::var(var).is_ok_and(|p| !p.is_empty() && source.contains(p.as_str()))
+        };
+        if hit("KLIO_EDGE_TEST_ABORT_ON") {
             std::process::abort();
+        }
+        if hit("KLIO_EDGE_TEST_PANIC_ON") {
+            panic!("test hook: a stage panicked on {source}");
         }
     }
     #[cfg(not(feature = "test-hooks"))]

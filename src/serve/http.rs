@@ -27,6 +27,7 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     events: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
     stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     ack_seconds: Histogram,
     in_flight: Gauge<i64, AtomicI64>,
@@ -36,6 +37,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("klio");
         let events = Family::<Labels, Counter>::default();
+        let errors = Family::<Labels, Counter>::default();
         let stage_seconds =
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let ack_seconds = latency_histogram();
@@ -44,6 +46,11 @@ impl Default for Metrics {
             "events",
             "Events by outcome: received, done, skipped, failed, dead_lettered, retried, missing_input (of failed)",
             events.clone(),
+        );
+        registry.register(
+            "errors",
+            "Failed items and dead-lettered events by error_kind (the ledger's and the dead-letter header's)",
+            errors.clone(),
         );
         registry.register(
             "stage_seconds",
@@ -59,6 +66,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             events,
+            errors,
             stage_seconds,
             ack_seconds,
             in_flight,
@@ -71,6 +79,13 @@ impl Metrics {
     pub fn count(&self, outcome: &str) {
         self.events
             .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
+
+    /// Counts one failure by its kind.
+    pub fn error(&self, kind: crate::pipeline::ErrorKind) {
+        self.errors
+            .get_or_create(&vec![("error_kind", kind.as_str().to_string())])
             .inc();
     }
 

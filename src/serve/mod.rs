@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::item::Outcome;
 use crate::ledger::RunCounts;
 use crate::pipeline::{Engine, EngineOptions, ErrorKind};
+use crate::source::allow::AllowList;
 use crate::source::settings::ServeConfig;
 use crate::source::settings::{MessageFormat, SourceKind};
 use crate::source::{inbox, klio, nats, pubsub};
@@ -189,7 +190,9 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     tokio::task::spawn_local(probe_ledger(engine.clone(), health.clone()));
+    let allow = Rc::new(AllowList::from_config(cfg)?);
     let driver = Driver {
+        allow,
         engine,
         health,
         output: Rc::new(source.output),
@@ -265,6 +268,7 @@ async fn probe_ledger(engine: Arc<Engine>, health: Arc<Health>) {
 }
 
 struct Driver {
+    allow: Rc<AllowList>,
     engine: Arc<Engine>,
     health: Arc<Health>,
     output: Rc<Output>,
@@ -326,6 +330,7 @@ impl Driver {
             match got {
                 Some((parsed, delivery)) => {
                     let job = Job {
+                        allow: self.allow.clone(),
                         engine: self.engine.clone(),
                         health: self.health.clone(),
                         output: self.output.clone(),
@@ -380,6 +385,7 @@ impl Driver {
 }
 
 struct Job {
+    allow: Rc<AllowList>,
     engine: Arc<Engine>,
     health: Arc<Health>,
     output: Rc<Output>,
@@ -428,6 +434,7 @@ impl Job {
             Err(bad) => {
                 tracing::warn!(source = %what, stage = "event", "dead letter: {bad}");
                 m.count("dead_lettered");
+                m.error(ErrorKind::BadMessage);
                 d.dead_letter(ErrorKind::BadMessage, &bad.0).await
             }
             Ok(_) if d.attempt() > self.max_deliver => {
@@ -437,6 +444,7 @@ impl Job {
                 );
                 tracing::warn!(source = %what, stage = "event", "dead letter: {why}");
                 m.count("dead_lettered");
+                m.error(ErrorKind::OutOfDeliveries);
                 d.dead_letter(ErrorKind::OutOfDeliveries, &why).await
             }
             Ok(ev) => match ev.klio.as_deref() {
@@ -458,7 +466,19 @@ impl Job {
                         }
                     }
                 }
-                _ => self.run_item(ev, d, t0).await,
+                _ => match self.allow.check(&ev.source) {
+                    Ok(()) => self.run_item(ev, d, t0).await,
+                    Err(reason) => {
+                        // The operator's log names the input; the publisher's dead letter
+                        // does not.
+                        tracing::warn!(source = %what, stage = "event", input = %ev.source,
+                            error_kind = ErrorKind::Forbidden.as_str(), "dead letter: input not allowed");
+                        m.count("forbidden");
+                        m.count("dead_lettered");
+                        m.error(ErrorKind::Forbidden);
+                        d.dead_letter(ErrorKind::Forbidden, reason).await
+                    }
+                },
             },
         };
         if let Err(e) = settled {
@@ -510,16 +530,31 @@ impl Job {
         let force = ev.force;
         let report = tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("item", element = %item.element).entered();
-            engine.process(item, force)
+            // An element id belongs to the input it was first recorded for.
+            if !force && engine.recorded_for_another_source(&item) {
+                return None;
+            }
+            Some(engine.process(item, force))
         })
         .await;
         drop(running);
         let r = match report {
-            Ok(r) => r,
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let why = format!(
+                    "element {element} is recorded for another input; send force to replace its outputs"
+                );
+                tracing::warn!(element = %element, stage = "event", error_kind = ErrorKind::ElementConflict.as_str(),
+                    input = %ev.source, "dead letter: {why}");
+                m.count("dead_lettered");
+                m.error(ErrorKind::ElementConflict);
+                return d.dead_letter(ErrorKind::ElementConflict, &why).await;
+            }
             Err(e) => {
                 tracing::error!(element = %element, stage = "pipeline", "item crashed: {e}");
                 m.count("failed");
                 m.count("dead_lettered");
+                m.error(ErrorKind::Crash);
                 return d.dead_letter(ErrorKind::Crash, &e.to_string()).await;
             }
         };
@@ -558,6 +593,7 @@ impl Job {
             }
             Outcome::Failed | Outcome::GaveUp => {
                 m.count("failed");
+                m.error(r.error.as_ref().map_or(ErrorKind::Unknown, |e| e.kind));
                 if r.error
                     .as_ref()
                     .is_some_and(|e| e.kind == ErrorKind::MissingInput)

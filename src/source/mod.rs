@@ -2,6 +2,7 @@
 //! not), how it is parsed, the two traits every source implements, and the sources
 //! themselves (an inbox folder, NATS JetStream, Google Pub/Sub) with Klio's envelope.
 
+pub mod allow;
 pub mod inbox;
 pub mod klio;
 pub mod nats;
@@ -60,7 +61,8 @@ fn bad<T>(s: impl Into<String>) -> Result<T, BadMessage> {
 }
 
 /// Checks an element id named by a message: 1 to 200 of `[A-Za-z0-9._-]`, not starting with
-/// `.`, so it can never name a path outside the output folder.
+/// `.` or `-`, so it can never name a path outside the output folder nor pass for an option
+/// on an `[[exec]]` program's command line.
 ///
 /// # Errors
 /// The reason it is refused.
@@ -70,8 +72,9 @@ pub fn check_element(e: &str) -> Result<(), BadMessage> {
             "element must be 1 to {MAX_ELEMENT_LEN} characters long"
         ));
     }
-    if e.starts_with('.') {
-        return bad(format!("element {e:?} must not start with '.'"));
+    if e.starts_with('.') || e.starts_with('-') {
+        // '.': no hidden or relative names; '-': never an option to an [[exec]] program.
+        return bad(format!("element {e:?} must not start with '.' or '-'"));
     }
     if let Some(c) = e
         .chars()

@@ -54,6 +54,15 @@ pub struct ServeConfig {
     pub pubsub: PubsubConfig,
     /// `[serve.klio]`: this job in a Klio graph.
     pub klio: super::klio::KlioConfig,
+    /// Folders whose files events may name (besides the inbox folder and a local
+    /// `klio.input_location`); symlinks and `..` cannot lead out of them. Default none.
+    pub allow_paths: Vec<PathBuf>,
+    /// URL prefixes events may name (`s3://bucket/prefix/`, `gs://bucket/`,
+    /// `https://host/path/`), besides a `klio.input_location` URL. Default none.
+    pub allow_urls: Vec<String>,
+    /// Let `https://` (and `http://`) inputs reach hosts that are, or resolve to, loopback,
+    /// private or link-local addresses. Default false.
+    pub allow_private_hosts: bool,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +78,9 @@ impl Default for ServeConfig {
             nats: NatsConfig::default(),
             pubsub: PubsubConfig::default(),
             klio: Default::default(),
+            allow_paths: Vec::new(),
+            allow_urls: Vec::new(),
+            allow_private_hosts: false,
         }
     }
 }
@@ -273,6 +285,16 @@ impl ServeConfig {
     /// # Errors
     /// The first invalid value, naming its key.
     pub fn validate(&self) -> Result<()> {
+        for u in &self.allow_urls {
+            match crate::store::Remote::parse(u) {
+                Ok(Some(_)) => {}
+                Ok(None) => bail!(
+                    "serve.allow_urls: {u:?} is not an s3://, gs://, https:// or http:// URL \
+                     (local folders go in serve.allow_paths)"
+                ),
+                Err(e) => bail!("serve.allow_urls: {e}"),
+            }
+        }
         positive("serve.drain_timeout_s", self.drain_timeout_s)?;
         positive("serve.poll_s", self.poll_s)?;
         positive("serve.inbox.rescan_s", self.inbox.rescan_s)?;

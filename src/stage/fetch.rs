@@ -57,6 +57,10 @@ pub fn stat(path: &Path) -> Result<InputFacts, FetchError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(FetchError::Missing(path.display().to_string()))
         }
+        // A symlink loop (ELOOP) or a path through a file (ENOTDIR) will not clear up.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+            return Err(FetchError::NotAFile(path.into()))
+        }
         Err(source) => {
             return Err(FetchError::Io {
                 path: path.into(),

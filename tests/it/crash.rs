@@ -307,7 +307,7 @@ fn serve_on_nats_survives_random_sigkills() {
     let dir = tmp.path();
     let inputs = corpus(&dir.join("in"), 25);
     let elements: Vec<String> = inputs.iter().map(|p| element_of(p)).collect();
-    let extra = "[serve]\nsource = \"nats\"\nhttp = \"\"\npoll_s = 0.2\n\
+    let extra = "[serve]\nsource = \"nats\"\nhttp = \"\"\npoll_s = 0.2\nallow_paths = [\"in\"]\n\
                  [serve.nats]\nack_wait_s = 1\n";
     let cfg = config(dir, extra);
     let env = [("NATS_URL", nats.url.as_str())];

@@ -69,6 +69,72 @@ fn u8_and_s32_wav_decode_like_s16() {
     }
 }
 
+/// Decodes `path` strictly (damage is an error) at its own rate: the samples of channel 0.
+fn decode_strict(path: &std::path::Path) -> Result<Vec<f32>, String> {
+    use klio_edge::stage::decode::{AudioStream, DecodeConfig, SampleRate};
+    let cfg = DecodeConfig {
+        sample_rate_hz: SampleRate::Native,
+        ..DecodeConfig::default()
+    };
+    let mut s = AudioStream::open(path, &cfg).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(b) = s.next_block().map_err(|e| e.to_string())? {
+        out.extend_from_slice(&b[0]);
+    }
+    Ok(out)
+}
+
+/// WAVs written as streams (`ffmpeg ... -f wav -`: 0xFFFFFFFF as the RIFF and data sizes)
+/// decode to their end, not as `truncated` or `too_long`; a WAV whose declared size is
+/// really more than it holds is still `truncated`.
+#[test]
+fn streaming_wavs_are_read_to_their_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let x: Vec<f64> = (0..16000).map(|i| (i as f64 * 0.03).sin() * 0.5).collect();
+    let plain = wav(&x, 16);
+    std::fs::write(d.join("plain.wav"), &plain).unwrap();
+    let mut streamed = plain.clone();
+    streamed[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    streamed[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(d.join("streamed.wav"), &streamed).unwrap();
+    let want = decode_strict(&d.join("plain.wav")).unwrap();
+    assert_eq!(want.len(), 16000);
+    assert_eq!(decode_strict(&d.join("streamed.wav")).unwrap(), want);
+    // What ffmpeg itself writes to a pipe.
+    let real = crate::common::real("wav_s16_16k_mono_sound-icons-xylofon.wav");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&real)
+        .args(["-c:a", "pcm_s16le", "-f", "wav", "-"])
+        .output()
+        .expect("ffmpeg (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        &out.stdout[4..8],
+        &u32::MAX.to_le_bytes(),
+        "ffmpeg wrote a streaming WAV"
+    );
+    std::fs::write(d.join("ffmpeg.wav"), &out.stdout).unwrap();
+    assert_eq!(
+        decode_strict(&d.join("ffmpeg.wav")).unwrap(),
+        decode_strict(&real).unwrap()
+    );
+    // A real size that promises more than the file holds is still truncated.
+    let mut short = plain.clone();
+    short.truncate(44 + 2 * 8000);
+    std::fs::write(d.join("short.wav"), &short).unwrap();
+    let err = decode_strict(&d.join("short.wav")).unwrap_err();
+    assert!(
+        err.contains("declares") || err.contains("ends inside"),
+        "{err}"
+    );
+}
+
 /// Every channel of a file as klio-edge decodes it: native rate, channels kept, a damaged
 /// stream decoded as far as it goes.
 fn decode_all(path: &std::path::Path) -> (u32, Vec<Vec<f32>>) {
@@ -90,6 +156,60 @@ fn decode_all(path: &std::path::Path) -> (u32, Vec<Vec<f32>>) {
         }
     }
     (rate, out)
+}
+
+/// Gapless decoding: MP4 edit lists (AAC priming and padding) and MP3 LAME delay/padding are
+/// applied, so every M4A and MP3 of the corpus decodes to exactly the samples ffmpeg's
+/// default decode gives (its count, and its values to within the decoders' rounding).
+#[test]
+fn m4a_and_mp3_decode_to_ffmpegs_samples() {
+    let corpus = crate::common::corpus().join("real");
+    let mut names: Vec<String> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".m4a") || n.ends_with(".mp3"))
+        .collect();
+    names.sort();
+    assert!(names.iter().any(|n| n.ends_with(".m4a")), "{names:?}");
+    for name in names {
+        let path = corpus.join(&name);
+        let (_, ours) = decode_all(&path);
+        let o = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&path)
+            .args(["-f", "f32le", "-c:a", "pcm_f32le", "-"])
+            .output()
+            .expect("ffmpeg (scripts/test.sh installs it)");
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let theirs: Vec<f32> = o
+            .stdout
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let ch = ours.len();
+        assert_eq!(
+            ours[0].len(),
+            theirs.len() / ch,
+            "{name}: samples per channel, klio-edge vs ffmpeg"
+        );
+        let (mut signal, mut noise) = (0f64, 0f64);
+        for (c, samples) in ours.iter().enumerate() {
+            for (i, &v) in samples.iter().enumerate() {
+                let t = theirs[i * ch + c];
+                signal += f64::from(t) * f64::from(t);
+                noise += f64::from(v - t) * f64::from(v - t);
+            }
+        }
+        let snr = 10.0 * (signal / noise.max(1e-30)).log10();
+        assert!(
+            snr > 60.0,
+            "{name}: SNR {snr:.1} dB against ffmpeg (misaligned?)"
+        );
+    }
 }
 
 /// The pure-Rust Opus decoder against libopus (`opusdec` of Debian's opus-tools, float

@@ -37,6 +37,23 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
+    fn float_pcm_of_any_value_decodes_or_is_refused(
+        head in any::<[u8; 2]>(),
+        // Bit patterns, so NaN, infinities, subnormals and 3e38 all come up.
+        samples in proptest::collection::vec(any::<u32>(), 0..6000),
+        huge in proptest::collection::vec(prop_oneof![Just(3e38f32), Just(-1e30f32), Just(1.5e6f32), any::<f32>()], 0..64),
+    ) {
+        let mut data = head.to_vec();
+        for s in &samples {
+            data.extend_from_slice(&s.to_le_bytes());
+        }
+        for v in &huge {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        fuzzing::float_pcm(&data);
+    }
+
+    #[test]
     fn decoder_survives_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
         fuzzing::decode(&data);
     }
@@ -176,4 +193,50 @@ fn regression_non_finite_float_samples_do_not_reach_the_resampler() {
         assert!(block[0].iter().all(|v| v.is_finite()));
     }
     assert!(!s.info().warnings.is_empty());
+}
+
+/// Regression (hostile-input trial, 2026-12): a float WAV of constant 3e38 made rubato panic
+/// (`synchro.rs:185`) when resampled 44.1 -> 22.05 kHz, killing the whole `process` run; at
+/// the native rate it was "done" with every value at -100 dB. Now it fails as corrupt, or
+/// decodes as silence under `on_damaged = "partial"`.
+#[test]
+fn regression_huge_float_samples_are_corrupt_not_a_resampler_panic() {
+    let x = vec![3e38f32; 44100];
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let wav = fuzzing::float_wav(&bytes, 44100, 1);
+    for rate in [
+        klio_edge::stage::decode::SampleRate::Hz(22050),
+        klio_edge::stage::decode::SampleRate::Native,
+    ] {
+        let mut cfg = klio_edge::stage::decode::DecodeConfig {
+            sample_rate_hz: rate,
+            ..Default::default()
+        };
+        let mut s = klio_edge::stage::decode::AudioStream::from_bytes(
+            wav.clone(),
+            Some("wav".into()),
+            &cfg,
+        )
+        .unwrap();
+        let err = loop {
+            match s.next_block() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("3e38 samples were accepted"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), klio_edge::pipeline::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("out-of-range"), "{err}");
+        cfg.on_damaged = klio_edge::stage::decode::Damaged::Partial;
+        let mut s = klio_edge::stage::decode::AudioStream::from_bytes(
+            wav.clone(),
+            Some("wav".into()),
+            &cfg,
+        )
+        .unwrap();
+        while let Some(block) = s.next_block().unwrap() {
+            assert!(block[0].iter().all(|v| *v == 0.0));
+        }
+    }
+    fuzzing::float_pcm(&[4, 0, 0, 0, 0x7f, 0x7f]);
 }

@@ -206,3 +206,84 @@ fn corrupt_or_foreign_ledgers_are_refused_untouched() {
         assert_eq!(o.status.code(), Some(2), "{name}");
     }
 }
+
+/// The hostile-input trial's files, each failing alone with the kind that says what is wrong
+/// (and whether a retry could help), while the good file of the same run finishes: a WAV at
+/// 1 Hz (refused before it is resampled), a symlink loop and a folder with nothing to take
+/// (not files: not retried), plain `http://` without `store.allow_http` (refused at once,
+/// not retried as a network failure), and a file a stage panics on (`crash`, with the
+/// message; the run goes on).
+#[test]
+fn hostile_files_fail_alone_with_the_kind_that_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let good = dir.join("good.wav");
+    write_wav(&good, 0.5, 16000, 1);
+    let one_hz = dir.join("one-hz.wav");
+    std::fs::write(&one_hz, crate::common::wav::pcm(&[0.1; 10], 1, 16)).unwrap();
+    let looped = dir.join("loop.wav");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    let folder = dir.join("x.wav");
+    std::fs::create_dir(&folder).unwrap();
+    let panics = dir.join("panic-me.wav");
+    write_wav(&panics, 0.5, 16000, 2);
+    let url = "http://127.0.0.1:9/a.wav";
+    std::fs::write(
+        dir.join("c.toml"),
+        "[decode]\nsample_rate_hz = 16000\n[features]\ncompute = [\"log_mel\"]\n",
+    )
+    .unwrap();
+    let (code, summary) = crate::common::process_env(
+        dir,
+        &[
+            "--config",
+            "c.toml",
+            "--out",
+            "out",
+            "good.wav",
+            "one-hz.wav",
+            "loop.wav",
+            "x.wav",
+            "panic-me.wav",
+            url,
+        ],
+        &[("KLIO_EDGE_TEST_PANIC_ON", "panic-me")],
+    );
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(
+        (
+            crate::common::count(&summary, "done"),
+            crate::common::count(&summary, "failed")
+        ),
+        (1, 5),
+        "{summary}"
+    );
+    let ledger = dir.join("out/klio-ledger.sqlite");
+    let rows = crate::common::ledger::rows(&ledger);
+    let kind = |source: &str| {
+        let r = rows
+            .iter()
+            .find(|r| r.source.ends_with(source))
+            .unwrap_or_else(|| panic!("no row for {source}: {rows:?}"));
+        (
+            r.error_kind.clone().unwrap_or_default(),
+            r.error_message.clone().unwrap_or_default(),
+        )
+    };
+    assert_eq!(kind("one-hz.wav").0, "sample_rate_too_low");
+    assert_eq!(kind("loop.wav").0, "not_a_file");
+    assert_eq!(kind("x.wav").0, "not_a_file");
+    assert_eq!(kind(url).0, "fetch_denied", "{:?}", kind(url));
+    let (k, msg) = kind("panic-me.wav");
+    assert_eq!(k, "crash");
+    assert!(msg.contains("test hook: a stage panicked"), "{msg}");
+    assert!(ledger_ok(&ledger));
+    for k in ["not_a_file", "fetch_denied", "crash", "sample_rate_too_low"] {
+        assert!(
+            !klio_edge::pipeline::ErrorKind::from_name(k)
+                .unwrap()
+                .is_retryable(),
+            "{k}"
+        );
+    }
+}

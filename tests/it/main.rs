@@ -16,6 +16,7 @@ mod hostile;
 mod infer_models;
 mod infer_ort;
 mod librosa_parity;
+mod mounts;
 mod process;
 mod readme;
 mod scripts;

@@ -13,6 +13,8 @@ fn config(dir: &Path, extra: &str) -> String {
         .replace("ack_wait_s = 5", "ack_wait_s = 2")
         .replace("http = \"127.0.0.1:9464\"", "http = \"\"")
         .replace("retry_backoff_s = 1", "retry_backoff_s = 0.3")
+        // The test's own folder: every input it publishes lies under it.
+        .replace("allow_paths = [\"corpus\"]", "allow_paths = [\".\"]")
         + extra;
     let p = dir.join("serve.toml");
     std::fs::write(&p, text).unwrap();
@@ -211,7 +213,13 @@ fn poison_messages_are_dead_lettered_and_retryable_failures_retried() {
     let good = dir.join("good.wav");
     write_wav(&good, 1.0, 16000, 1);
     let late = dir.join("late.wav"); // published before it exists: missing_input, retried
-    let bad = crate::common::corpus().join("bad/text-file-named.wav");
+                                     // Inside the test's folder (serve.allow_paths = ["."]), so it is decoded, not refused.
+    let bad = dir.join("text-file-named.wav");
+    std::fs::copy(
+        crate::common::corpus().join("bad/text-file-named.wav"),
+        &bad,
+    )
+    .unwrap();
     let bodies: Vec<Vec<u8>> = vec![
         b"{broken json".to_vec(),
         br#"{"element": "../../etc/passwd", "uri": "/tmp/x.wav"}"#.to_vec(),
@@ -248,7 +256,10 @@ fn poison_messages_are_dead_lettered_and_retryable_failures_retried() {
     assert!(find("passwd").1.contains("element"));
     assert!(find("ftp://").1.contains("not supported"));
     let b = find("text-file-named");
-    assert!(!b.1.is_empty() && b.2 != "bad_message", "{b:?}");
+    assert!(
+        !b.1.is_empty() && b.2 != "bad_message" && b.2 != "forbidden",
+        "{b:?}"
+    );
     // Good and late items are done; nothing escaped the output folder.
     check_outputs(
         &dir.join("out"),
@@ -303,4 +314,114 @@ fn an_item_longer_than_the_ack_wait_and_a_duplicate_message_run_once() {
         "log:\n{text}"
     );
     check_outputs(&dir.join("out"), &[element_of(&a), element_of(&b)]);
+}
+
+/// A publisher can make a worker read only what `[serve]` allows: a path outside
+/// `allow_paths` (directly, through `..` or through a symlink), a loopback URL, a URL outside
+/// `allow_urls` are dead-lettered as `forbidden` before anything of them is opened, with
+/// one reason that says nothing about them; an element id already recorded for another
+/// input is `element_conflict` unless forced; ids may not start with `-`.
+#[test]
+fn publishers_reach_only_what_serve_allows() {
+    let nats = Nats::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(dir, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("allow_paths = [\".\"]", "allow_paths = [\"in\"]")
+        .replace(
+            "allow_urls = []",
+            "allow_urls = [\"https://127.0.0.1:9/x/\"]",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let input = dir.join("in");
+    std::fs::create_dir(&input).unwrap();
+    let (a, b) = (input.join("a.wav"), input.join("b.wav"));
+    write_wav(&a, 1.0, 16000, 1);
+    write_wav(&b, 1.0, 16000, 2);
+    let secret = dir.join("secret.wav");
+    write_wav(&secret, 1.0, 16000, 3);
+    std::os::unix::fs::symlink(&secret, input.join("link.wav")).unwrap();
+    let env = [("NATS_URL", nats.url.as_str())];
+    let at = |p: &Path| p.to_string_lossy().into_owned();
+    let forbidden = [
+        at(&secret),
+        "/etc/passwd".to_string(),
+        format!("{}/../secret.wav", input.display()),
+        format!("{}/../no-such-file.wav", input.display()),
+        at(&input.join("link.wav")),
+        "https://127.0.0.1:9/x/a.wav".to_string(),
+        "https://example.com/a.wav".to_string(),
+        "s3://bucket/a.wav".to_string(),
+    ];
+    let mut bodies: Vec<String> = forbidden
+        .iter()
+        .map(|u| serde_json::json!({ "uri": u }).to_string())
+        .collect();
+    bodies.push(serde_json::json!({ "element": "shared", "uri": at(&a) }).to_string());
+    bodies.push(serde_json::json!({ "element": "-rf", "uri": at(&b) }).to_string());
+    let log = dir.join("serve.log");
+    let args = serve_args(&cfg, Some("out"), None, Some(1), true);
+    // The first serve creates the streams.
+    let mut s = spawn_args(dir, &args, &env, &log);
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(60), &log), 0);
+    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_bytes()).collect();
+    publish_raw(&nats.url, &refs);
+    let mut s = spawn_args(dir, &args, &env, &log);
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(60), &log), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let dead = dead_letters(&nats.url);
+    assert_eq!(dead.len(), forbidden.len() + 1, "{dead:?}\nlog:\n{text}");
+    let reasons: std::collections::BTreeSet<&str> = dead
+        .iter()
+        .filter(|d| d.2 == "forbidden")
+        .map(|d| d.1.as_str())
+        .collect();
+    assert_eq!(
+        dead.iter().filter(|d| d.2 == "forbidden").count(),
+        forbidden.len(),
+        "{dead:?}"
+    );
+    // One reason for all: whether a path exists, or a host answers, is not told.
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons
+        .iter()
+        .all(|r| !r.contains("secret") && !r.contains("passwd")));
+    let dash = dead.iter().find(|d| d.0.contains("-rf")).unwrap();
+    assert_eq!(dash.2, "bad_message", "{dash:?}");
+    // Nothing refused was read: the ledger holds only the allowed item.
+    let ledger = dir.join("out/klio-ledger.sqlite");
+    let rows = crate::common::ledger::rows(&ledger);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].element.as_str(), rows[0].state.as_str()),
+        ("shared", "done")
+    );
+    let first_hash = rows[0].input_hash.clone();
+
+    // Another input under the same element id: refused unless forced.
+    let conflict = serde_json::json!({ "element": "shared", "uri": at(&b) }).to_string();
+    publish_raw(&nats.url, &[conflict.as_bytes()]);
+    let mut s = spawn_args(dir, &args, &env, &log);
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(60), &log), 0);
+    let dead = dead_letters(&nats.url);
+    let c = dead
+        .iter()
+        .find(|d| d.2 == "element_conflict")
+        .unwrap_or_else(|| panic!("{dead:?}"));
+    assert!(c.1.contains("force"), "{c:?}");
+    let row = crate::common::ledger::row(&ledger, "shared");
+    assert_eq!(
+        row.input_hash, first_hash,
+        "the first input's row is untouched"
+    );
+    let forced =
+        serde_json::json!({ "element": "shared", "uri": at(&b), "force": true }).to_string();
+    publish_raw(&nats.url, &[forced.as_bytes()]);
+    let mut s = spawn_args(dir, &args, &env, &log);
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(60), &log), 0);
+    let row = crate::common::ledger::row(&ledger, "shared");
+    assert_eq!(row.source, at(&b), "force replaces the element's input");
+    assert_ne!(row.input_hash, first_hash);
 }

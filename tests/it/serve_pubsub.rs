@@ -19,7 +19,10 @@ const ME: &str = "klio-edge-example";
 /// The example config with the HTTP port off and `extra` appended.
 fn config(dir: &Path, name: &str, edits: &[(&str, &str)]) -> String {
     let mut text = std::fs::read_to_string(crate::common::example("serve-pubsub.toml")).unwrap();
-    text = text.replace("http = \"127.0.0.1:9464\"", "http = \"\"");
+    text = text
+        .replace("http = \"127.0.0.1:9464\"", "http = \"\"")
+        // The test's own folder: every input it publishes lies under it.
+        .replace("allow_paths = [\"corpus\"]", "allow_paths = [\".\"]");
     for (from, to) in edits {
         assert!(text.contains(from), "{from} not in the example");
         text = text.replace(from, to);
@@ -70,6 +73,7 @@ fn klio_rules_on_pubsub() {
     );
     let me = || job(ME, PROJECT);
     let other = || job("someone-else", PROJECT);
+    let gone = d.join("gone.wav").to_string_lossy().into_owned();
     let msgs = vec![
         // Anyone, with a parent already in the audit log: processed, passed on.
         klio(Some(&a), None, false, false, To::Anyone, &["parent-job"], 2),
@@ -117,16 +121,9 @@ fn klio_rules_on_pubsub() {
         ),
         // Not a Klio message: dead-lettered.
         b"\xff\xfe not protobuf".to_vec(),
-        // Input missing: dropped with the reason (dead letter), never retried.
-        klio(
-            Some("/no/such/file.wav"),
-            None,
-            false,
-            false,
-            To::Anyone,
-            &[],
-            2,
-        ),
+        // Input missing (inside serve.allow_paths): dropped with the reason (dead letter),
+        // never retried.
+        klio(Some(&gone), None, false, false, To::Anyone, &[], 2),
     ];
     emu.publish("klio-in", &msgs);
     let env = [("PUBSUB_EMULATOR_HOST", emu.grpc.as_str())];

@@ -349,7 +349,8 @@ fn serve_takes_object_urls_from_nats_and_writes_to_the_bucket() {
     let cfg = d.join("serve.toml");
     std::fs::write(
         &cfg,
-        base.replace("http = \"127.0.0.1:9464\"", "http = \"\""),
+        base.replace("http = \"127.0.0.1:9464\"", "http = \"\"")
+            .replace("allow_urls = []", "allow_urls = [\"s3://klio3/in/\"]"),
     )
     .unwrap();
     let cfg = cfg.to_string_lossy().into_owned();

@@ -90,6 +90,40 @@ pub struct DecodeConfig {
     pub max_channels: usize,
     /// Refuse streams with a higher sample rate than this, in Hz. Default 768000.
     pub max_sample_rate_hz: u32,
+    /// Refuse streams with a lower sample rate than this, in Hz, before decoding (a 64-byte
+    /// file at 1 Hz would otherwise resample to hundreds of MB). Default 1000.
+    pub min_sample_rate_hz: u32,
+}
+
+/// What the config hash reads of `[decode]`: the keys that existed when ledgers were first
+/// written, in their order. Later keys that only refuse inputs (`min_sample_rate_hz`) change
+/// no output, so no config hash changed when they came.
+#[derive(Serialize)]
+pub struct DecodeHashView {
+    enabled: bool,
+    sample_rate_hz: SampleRate,
+    channels: Channels,
+    on_damaged: Damaged,
+    extension_mismatch: Mismatch,
+    max_duration_s: f64,
+    max_channels: usize,
+    max_sample_rate_hz: u32,
+}
+
+impl DecodeConfig {
+    /// See [`DecodeHashView`].
+    pub fn hash_view(&self) -> DecodeHashView {
+        DecodeHashView {
+            enabled: self.enabled,
+            sample_rate_hz: self.sample_rate_hz,
+            channels: self.channels,
+            on_damaged: self.on_damaged,
+            extension_mismatch: self.extension_mismatch,
+            max_duration_s: self.max_duration_s,
+            max_channels: self.max_channels,
+            max_sample_rate_hz: self.max_sample_rate_hz,
+        }
+    }
 }
 
 impl Default for DecodeConfig {
@@ -103,6 +137,7 @@ impl Default for DecodeConfig {
             max_duration_s: 21600.0,
             max_channels: 64,
             max_sample_rate_hz: 768_000,
+            min_sample_rate_hz: 1000,
         }
     }
 }
