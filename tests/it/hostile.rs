@@ -287,3 +287,59 @@ fn hostile_files_fail_alone_with_the_kind_that_says_why() {
         );
     }
 }
+
+/// Headers that promise more than the file holds: a CAF whose data chunk claims 2^62 bytes,
+/// an AIFF whose COMM chunk declares 2^31 - 1 frames but holds 1000. Neither is a retryable
+/// `io` error nor "done": they fail with a kind that says the file is at fault.
+#[test]
+fn headers_promising_more_than_the_file_holds_fail_as_the_files_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pcm: Vec<u8> = (0..1000u32)
+        .flat_map(|i| (((i as f32 * 0.05).sin() * 8000.0) as i16).to_be_bytes())
+        .collect();
+    let mut caf = b"caff\x00\x01\x00\x00".to_vec();
+    caf.extend_from_slice(b"desc");
+    caf.extend_from_slice(&32i64.to_be_bytes());
+    caf.extend_from_slice(&44100f64.to_be_bytes());
+    caf.extend_from_slice(b"lpcm");
+    for v in [0u32, 2, 1, 1, 16] {
+        caf.extend_from_slice(&v.to_be_bytes());
+    }
+    caf.extend_from_slice(b"data");
+    caf.extend_from_slice(&(1i64 << 62).to_be_bytes());
+    caf.extend_from_slice(&0u32.to_be_bytes());
+    caf.extend_from_slice(&pcm);
+    std::fs::write(dir.join("huge.caf"), &caf).unwrap();
+    let mut comm = 1i16.to_be_bytes().to_vec();
+    comm.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    comm.extend_from_slice(&16i16.to_be_bytes());
+    comm.extend_from_slice(&[0x40, 0x0e, 0xac, 0x44, 0, 0, 0, 0, 0, 0]); // 44100 as f80
+    let mut body = b"AIFF".to_vec();
+    body.extend_from_slice(b"COMM");
+    body.extend_from_slice(&(comm.len() as u32).to_be_bytes());
+    body.extend_from_slice(&comm);
+    body.extend_from_slice(b"SSND");
+    body.extend_from_slice(&(8 + pcm.len() as u32).to_be_bytes());
+    body.extend_from_slice(&[0; 8]);
+    body.extend_from_slice(&pcm);
+    let mut aiff = b"FORM".to_vec();
+    aiff.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    aiff.extend_from_slice(&body);
+    std::fs::write(dir.join("short.aiff"), &aiff).unwrap();
+    let (code, summary) = crate::common::process(dir, &["--out", "out", "huge.caf", "short.aiff"]);
+    assert_eq!(code, 1, "{summary}");
+    let ledger = dir.join("out/klio-ledger.sqlite");
+    for (file, kinds) in [
+        (
+            "huge.caf",
+            &["too_long", "invalid_stream", "truncated", "corrupt"][..],
+        ),
+        ("short.aiff", &["too_long", "truncated"][..]),
+    ] {
+        let k = kind_of(&ledger, &dir.join(file)).unwrap_or_else(|| panic!("{file} is not failed"));
+        assert!(kinds.contains(&k.as_str()), "{file}: {k}");
+        let kind = klio_edge::pipeline::ErrorKind::from_name(&k).unwrap();
+        assert!(!kind.is_retryable(), "{file}: {k}");
+    }
+}

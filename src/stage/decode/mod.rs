@@ -118,6 +118,59 @@ impl symphonia::core::io::MediaSource for Patched {
     }
 }
 
+/// What klio-edge reads of a file's header itself, where symphonia does not.
+#[derive(Debug, Default)]
+struct Sniffed {
+    /// An MP4's edit list.
+    edit: Option<mp4::Edit>,
+    /// A streaming WAV's true sizes.
+    patches: Option<Vec<(u64, [u8; 4])>>,
+    /// Whether `patches` came (a streaming WAV).
+    streaming: bool,
+    /// An AIFF's declared frame count (COMM).
+    aiff_frames: Option<u64>,
+}
+
+impl Sniffed {
+    fn of<R: std::io::Read + std::io::Seek>(r: &mut R) -> Sniffed {
+        let edit = mp4_edit(r);
+        let patches = stream_patches(r);
+        Sniffed {
+            edit,
+            streaming: patches.is_some(),
+            patches,
+            aiff_frames: aiff_frames(r),
+        }
+    }
+}
+
+/// The frame count an AIFF's COMM chunk declares, if the file is one.
+fn aiff_frames<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<u64> {
+    use std::io::SeekFrom;
+    let len = r.seek(SeekFrom::End(0)).ok()?;
+    let mut head = [0u8; 12];
+    r.seek(SeekFrom::Start(0)).ok()?;
+    r.read_exact(&mut head).ok()?;
+    if &head[0..4] != b"FORM" || !(&head[8..12] == b"AIFF" || &head[8..12] == b"AIFC") {
+        return None;
+    }
+    let mut at = 12u64;
+    for _ in 0..64 {
+        let mut c = [0u8; 14];
+        r.seek(SeekFrom::Start(at)).ok()?;
+        r.read_exact(&mut c).ok()?;
+        let size = u32::from_be_bytes([c[4], c[5], c[6], c[7]]);
+        if &c[0..4] == b"COMM" {
+            return Some(u64::from(u32::from_be_bytes([c[10], c[11], c[12], c[13]])));
+        }
+        at = at.checked_add(8 + u64::from(size) + u64::from(size & 1))?;
+        if at >= len {
+            return None;
+        }
+    }
+    None
+}
+
 /// The edit list of an MP4 (`ftyp` at offset 4), if the file is one and has one.
 fn mp4_edit<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<mp4::Edit> {
     let mut head = [0u8; 8];
@@ -130,13 +183,16 @@ fn mp4_edit<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<mp4::Edit> {
 }
 
 /// An I/O error from the demuxer: the operating system's (retryable `io`), or the demuxer's
-/// own word for bad data (a size past the end of the file, a seek out of range), which no
-/// retry fixes (`invalid_stream`).
+/// own word for bad data (a size past the end of the file), or an offset the header names
+/// that no file can have (EINVAL from the seek), which no retry fixes (`invalid_stream`).
 fn io_error(e: std::io::Error, context: &str) -> DecodeError {
-    if e.raw_os_error().is_some() {
-        DecodeError::Io(e)
-    } else {
-        DecodeError::InvalidStream(format!("{context}: {e}"))
+    match e.raw_os_error() {
+        // EINVAL from a seek to where the header says data is (a CAF declaring 2^62 bytes).
+        Some(libc::EINVAL) => DecodeError::InvalidStream(format!(
+            "{context}: the header points past anything a file can hold ({e})"
+        )),
+        Some(_) => DecodeError::Io(e),
+        None => DecodeError::InvalidStream(format!("{context}: {e}")),
     }
 }
 
@@ -338,15 +394,12 @@ impl AudioStream {
             return Err(DecodeError::Empty);
         }
         let ext = path.extension().map(|e| e.to_string_lossy().into_owned());
-        let mut peek = File::open(path)?;
-        let edit = mp4_edit(&mut peek);
-        let patches = stream_patches(&mut peek);
-        let streaming = patches.is_some();
-        let source: Box<dyn symphonia::core::io::MediaSource> = match patches {
+        let mut sniffed = Sniffed::of(&mut File::open(path)?);
+        let source: Box<dyn symphonia::core::io::MediaSource> = match sniffed.patches.take() {
             Some(p) => Box::new(Patched::new(Box::new(file), p)),
             None => Box::new(file),
         };
-        Self::from_source(source, ext, edit, streaming, cfg)
+        Self::from_source(source, ext, sniffed, cfg)
     }
 
     /// [`Self::open`] on bytes in memory; `ext` is the file name's extension, if any (for the
@@ -362,24 +415,27 @@ impl AudioStream {
         if bytes.is_empty() {
             return Err(DecodeError::Empty);
         }
-        let edit = mp4_edit(&mut std::io::Cursor::new(&bytes));
-        let patches = stream_patches(&mut std::io::Cursor::new(&bytes));
-        let streaming = patches.is_some();
+        let mut sniffed = Sniffed::of(&mut std::io::Cursor::new(&bytes));
         let cursor = Box::new(std::io::Cursor::new(bytes));
-        let source: Box<dyn symphonia::core::io::MediaSource> = match patches {
+        let source: Box<dyn symphonia::core::io::MediaSource> = match sniffed.patches.take() {
             Some(p) => Box::new(Patched::new(cursor, p)),
             None => cursor,
         };
-        Self::from_source(source, ext, edit, streaming, cfg)
+        Self::from_source(source, ext, sniffed, cfg)
     }
 
     fn from_source(
         source: Box<dyn symphonia::core::io::MediaSource>,
         ext: Option<String>,
-        edit: Option<mp4::Edit>,
-        streaming: bool,
+        sniffed: Sniffed,
         cfg: &DecodeConfig,
     ) -> Result<AudioStream, DecodeError> {
+        let Sniffed {
+            edit,
+            streaming,
+            aiff_frames,
+            ..
+        } = sniffed;
         let mss = MediaSourceStream::new(source, Default::default());
         let format = symphonia::default::get_probe()
             .probe(
@@ -418,7 +474,12 @@ impl AudioStream {
             .default_track(TrackType::Audio)
             .ok_or_else(|| DecodeError::NoAudioTrack(container.clone()))?;
         let track_id = track.id;
-        let declared_frames = track.num_frames;
+        // AIFF: the COMM chunk's frame count is what the file promises (symphonia counts
+        // what the SSND chunk holds, so a file declaring more than it has looked complete).
+        let declared_frames = match aiff_frames {
+            Some(n) if container == "aiff" => Some(n),
+            _ => track.num_frames,
+        };
         let params = track
             .codec_params
             .as_ref()
