@@ -435,35 +435,40 @@ fn process_item(ctx: &Engine, item: ItemRef, force: bool) -> ItemReport {
     }
 }
 
-/// Records a panicked item as failed (`crash`): its claimed row, or a new claim when the
-/// panic came before the claim.
+/// Records a panicked item as failed (`crash`): its claimed row, or (the panic came before
+/// the claim) through [`fail_before_claim`].
 fn record_crash(ctx: &Engine, item: &ItemRef, err: &ItemError) -> Result<()> {
     let mut ledger = ctx.ledger();
-    let claimed = matches!(ledger.get(&item.element), Ok(Some(r)) if r.state == ItemState::Running);
-    if !claimed {
-        ledger.claim(
-            ctx.run_id,
-            &item.element,
-            &item.source.to_string(),
-            &InputFacts::default(),
-            &ctx.config_hash,
-            Claim::default(),
-        )?;
-    }
-    ledger
-        .failed(
-            ctx.run_id,
-            &item.element,
-            err.kind,
-            &err.message,
-            &json!({}),
-        )
-        .inspect_err(|e| {
-            tracing::error!(
-                "cannot record the crash of {} in the ledger: {e:#}",
-                item.element
+    if matches!(ledger.get(&item.element), Ok(Some(r)) if r.state == ItemState::Running) {
+        return ledger
+            .failed(
+                ctx.run_id,
+                &item.element,
+                err.kind,
+                &err.message,
+                &json!({}),
             )
-        })
+            .inspect_err(|e| {
+                tracing::error!(
+                    "cannot record the crash of {} in the ledger: {e:#}",
+                    item.element
+                )
+            });
+    }
+    drop(ledger);
+    let source = item.source.to_string();
+    let report = fail_before_claim(
+        ctx,
+        item,
+        &source,
+        InputFacts::default(),
+        err.clone(),
+        |o, a, e| ItemReport::new(item.clone(), o, a, e),
+    );
+    match report.unrecorded {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 fn fail_before_claim(

@@ -132,14 +132,30 @@ struct Sniffed {
 }
 
 impl Sniffed {
+    /// Reads the first bytes once and asks only the reader of that format.
     fn of<R: std::io::Read + std::io::Seek>(r: &mut R) -> Sniffed {
-        let edit = mp4_edit(r);
-        let patches = stream_patches(r);
-        Sniffed {
-            edit,
-            streaming: patches.is_some(),
-            patches,
-            aiff_frames: aiff_frames(r),
+        let mut head = [0u8; 12];
+        if r.read_exact(&mut head).is_err() {
+            return Sniffed::default();
+        }
+        match (&head[0..4], &head[4..8], &head[8..12]) {
+            (_, b"ftyp", _) => Sniffed {
+                edit: mp4_edit(r),
+                ..Sniffed::default()
+            },
+            (b"RIFF", _, b"WAVE") => {
+                let patches = stream_patches(r);
+                Sniffed {
+                    streaming: patches.is_some(),
+                    patches,
+                    ..Sniffed::default()
+                }
+            }
+            (b"FORM", _, b"AIFF" | b"AIFC") => Sniffed {
+                aiff_frames: aiff_frames(r),
+                ..Sniffed::default()
+            },
+            _ => Sniffed::default(),
         }
     }
 }
@@ -174,6 +190,7 @@ fn aiff_frames<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<u64> {
 /// The edit list of an MP4 (`ftyp` at offset 4), if the file is one and has one.
 fn mp4_edit<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<mp4::Edit> {
     let mut head = [0u8; 8];
+    r.seek(std::io::SeekFrom::Start(0)).ok()?;
     r.read_exact(&mut head).ok()?;
     if &head[4..8] != b"ftyp" {
         return None;
