@@ -297,6 +297,30 @@ impl FeaturePlan {
         }
     }
 
+    /// The most values `samples` samples of one channel can make, over every feature: on
+    /// each feature's frame grid at most one frame per hop plus the centre padding's, times
+    /// the frame's size. What a config implies per second of audio; the sink refuses output
+    /// past it before allocating.
+    pub fn max_values(&self, samples: u64) -> u64 {
+        let stft_frames = samples / self.cfg.stft.hop_length.max(1) as u64 + 2;
+        let fbank_frames = self
+            .fbank
+            .as_ref()
+            .map_or(0, |f| samples / f.framing().hop_length.max(1) as u64 + 2);
+        self.cfg
+            .features
+            .iter()
+            .map(|&f| {
+                let frames = if f == Feature::Fbank {
+                    fbank_frames
+                } else {
+                    stft_frames
+                };
+                frames.saturating_mul(self.dim(f) as u64)
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Whether `feature` is only final after the whole signal (see [`Slot::PendingMel`]).
     pub fn is_deferred(&self, feature: Feature) -> bool {
         match feature {
@@ -336,6 +360,13 @@ pub enum Slot {
 pub trait FrameSink {
     /// One frame.
     fn frame(&mut self, slot: Slot, channel: usize, values: &[f32]);
+
+    /// Called before the frames of each block: the stream will not send more than
+    /// `max_values` values in all (every slot and channel) for the samples it has so far
+    /// ([`FeaturePlan::max_values`]). A sink that allocates can refuse more than this.
+    fn bound(&mut self, max_values: u64) {
+        let _ = max_values;
+    }
 }
 
 /// One computed feature: per channel, `frames x dim` values, frame-major.
@@ -627,6 +658,13 @@ impl FeatureStream {
         self.samples_in
     }
 
+    /// The most values this stream sends for the samples so far, all channels together.
+    pub fn max_values(&self) -> u64 {
+        self.plan
+            .max_values(self.samples_in)
+            .saturating_mul(self.channels.len() as u64)
+    }
+
     /// Feeds one block (a slice per channel, all of the same length); every frame it
     /// completes goes to `sink`.
     ///
@@ -647,6 +685,7 @@ impl FeatureStream {
             }
         }
         self.samples_in += n as u64;
+        sink.bound(self.max_values());
         let FeatureStream {
             plan,
             channels,
@@ -858,6 +897,60 @@ mod tests {
         assert_eq!(whole[7].shape(), vec![2, 1, 101]);
         for block in [1, 159, 1024] {
             assert_eq!(run(block), whole, "block {block}");
+        }
+    }
+
+    /// The bound a stream declares holds for every feature, length, block size and framing:
+    /// a sink that refuses values past it never refuses a real frame, and the bound is near
+    /// what is sent (deferred features share one pending frame, so it is not exact).
+    #[test]
+    fn declared_bound_covers_every_frame() {
+        #[derive(Default)]
+        struct Bounded {
+            bound: u64,
+            sent: u64,
+        }
+        impl FrameSink for Bounded {
+            fn frame(&mut self, _: Slot, _: usize, values: &[f32]) {
+                self.sent += values.len() as u64;
+                assert!(
+                    self.sent <= self.bound,
+                    "{} values past the bound {}",
+                    self.sent,
+                    self.bound
+                );
+            }
+            fn bound(&mut self, max_values: u64) {
+                assert!(max_values >= self.bound, "the bound shrank");
+                self.bound = max_values;
+            }
+        }
+        for center in [true, false] {
+            let mut cfg = FeatureConfig::librosa_defaults(16000.0);
+            cfg.features = Feature::ALL.to_vec();
+            cfg.stft.n_fft = 400;
+            cfg.stft.win_length = 400;
+            cfg.stft.hop_length = 160;
+            cfg.stft.center = center;
+            cfg.n_mels = 40;
+            let plan = Arc::new(FeaturePlan::new(&cfg).unwrap());
+            for (len, block) in [(400, 400), (401, 1), (16000, 1000), (16007, 4096)] {
+                let x = signal(len);
+                let mut s = FeatureStream::new(Arc::clone(&plan), 2);
+                let mut sink = Bounded::default();
+                for b in x.chunks(block) {
+                    s.push(&[b, b], &mut sink).unwrap();
+                }
+                s.finish(&mut sink).unwrap();
+                let per_frame: u64 = cfg.features.iter().map(|&f| plan.dim(f) as u64).sum();
+                assert!(sink.sent > 0);
+                assert!(
+                    sink.bound <= sink.sent * 5 / 4 + 2 * 4 * per_frame,
+                    "bound {} far above the {} values sent",
+                    sink.bound,
+                    sink.sent
+                );
+            }
         }
     }
 

@@ -119,6 +119,9 @@ error_kinds! {
     ExecIo = "exec_io", "exec", true;
     /// The outputs could not be written or uploaded.
     Sink = "sink", "sink", true;
+    /// More output than the config implies per second of audio (a bug; refused before
+    /// allocating).
+    OutputTooLarge = "output_too_large", "sink", false;
     /// The ledger could not be read or written for this item.
     Ledger = "ledger", "ledger", true;
     /// The run processing the item stopped (killed, crashed) before it finished.

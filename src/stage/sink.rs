@@ -45,12 +45,25 @@ pub enum SinkError {
     /// The object store refused or could not be reached.
     #[error("uploading: {0}")]
     Store(#[from] StoreError),
+    /// The features sent more values than the config implies for the audio so far (a bug
+    /// in the DSP): refused before anything is allocated for them.
+    #[error(
+        "the features produced over {bound} values for the audio so far, more than the config \
+         implies per second of audio: refused before allocating"
+    )]
+    OutputBound {
+        /// The most the config implies.
+        bound: u64,
+    },
 }
 
 impl SinkError {
     /// The ledger's `error_kind` (disk-full and similar errors may clear up: retryable).
     pub fn kind(&self) -> ErrorKind {
-        ErrorKind::Sink
+        match self {
+            SinkError::OutputBound { .. } => ErrorKind::OutputTooLarge,
+            _ => ErrorKind::Sink,
+        }
     }
 }
 
@@ -269,6 +282,8 @@ impl Sink {
             tile_values: TILE_VALUES,
             min_tile_frames: MIN_TILE_FRAMES,
             expected_frames: 0,
+            bound_values: u64::MAX,
+            sent_values: 0,
             error: None,
         }
     }
@@ -545,6 +560,9 @@ pub struct ItemWriter<'s> {
     tile_values: usize,
     min_tile_frames: usize,
     expected_frames: usize,
+    /// What the features declared they would send at most, so far ([`FrameSink::bound`]).
+    bound_values: u64,
+    sent_values: u64,
     error: Option<SinkError>,
 }
 
@@ -557,6 +575,10 @@ impl FrameSink for ItemWriter<'_> {
             self.error = Some(e);
         }
     }
+
+    fn bound(&mut self, max_values: u64) {
+        self.bound_values = max_values;
+    }
 }
 
 impl ItemWriter<'_> {
@@ -567,6 +589,12 @@ impl ItemWriter<'_> {
     }
 
     fn push(&mut self, slot: Slot, channel: usize, values: &[f32]) -> Result<(), SinkError> {
+        self.sent_values = self.sent_values.saturating_add(values.len() as u64);
+        if self.sent_values > self.bound_values {
+            return Err(SinkError::OutputBound {
+                bound: self.bound_values,
+            });
+        }
         let in_memory = self
             .stores
             .get(&(slot, channel))
@@ -913,6 +941,23 @@ mod tests {
         let _ = Collector::default();
         sink.close();
         assert!(!dir.path().join(TMP_DIR).exists());
+    }
+
+    /// Frames past what the features declared are refused as `output_too_large`, and
+    /// nothing is stored for them.
+    #[test]
+    fn frames_past_the_declared_bound_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::open(dir.path()).unwrap();
+        let mut w = sink.begin_item(1 << 20);
+        w.bound(6);
+        w.frame(Slot::Output(Feature::Mel), 0, &[1.0, 2.0, 3.0]);
+        w.frame(Slot::Output(Feature::Mel), 0, &[4.0, 5.0, 6.0]);
+        w.check().unwrap();
+        w.frame(Slot::Output(Feature::Mel), 0, &[7.0, 8.0, 9.0]);
+        let e = w.check().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutputTooLarge, "{e}");
+        assert_eq!(w.used_values, 6, "the refused frame was stored");
     }
 
     #[test]
