@@ -97,8 +97,9 @@ def librosa_log_mel(y, sr, n_fft, hop, n_mels):
 
 
 def klio(path, config, repeat):
-    """Best wall time and best features-stage time of `klio-edge process --jobs 1`."""
-    walls, feats = [], []
+    """Best wall time, best features-stage time and the stage times (ms) of the fastest run
+    of `klio-edge process --jobs 1`."""
+    walls, feats, stages = [], [], []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(dir=path.parent) as out:
             t = time.perf_counter()
@@ -112,8 +113,12 @@ def klio(path, config, repeat):
             db = sqlite3.connect(summary["ledger"])
             (stage,) = db.execute("SELECT stage_ms FROM items").fetchone()
             db.close()
-            feats.append(json.loads(stage)["features"] / 1000.0)
-    return min(walls), min(feats)
+            stages.append(json.loads(stage))
+            feats.append(stages[-1]["features"] / 1000.0)
+    return min(walls), min(feats), stages[walls.index(min(walls))]
+
+
+STAGES = ("fetch", "decode", "features", "sink")
 
 
 def cpu_name():
@@ -145,6 +150,7 @@ def main():
         "mfcc": EXAMPLES / "mfcc.toml",
     }
     rows = []
+    breakdown = []  # (input, wall s, stage_ms) of the whole-process runs
 
     def row(name, lib_s, klio_s):
         rows.append((name, seconds / lib_s, seconds / klio_s, lib_s / klio_s))
@@ -153,17 +159,17 @@ def main():
 
     y16, _ = sf.read(files["wav16k"], dtype="float32")
     lib = best(lambda: librosa_log_mel(y16, 16000, 400, 160, 80), args.repeat)
-    _, feat = klio(files["wav16k"], configs["16k"], args.repeat)
+    _, feat, _ = klio(files["wav16k"], configs["16k"], args.repeat)
     row("log-mel 16 kHz/400/160/80 (DSP)", lib, feat)
 
     y44, _ = sf.read(files["wav44k"], dtype="float32")
     lib = best(lambda: librosa_log_mel(y44, 44100, 2048, 512, 128), args.repeat)
-    _, feat = klio(files["wav44k"], configs["44k"], args.repeat)
+    _, feat, _ = klio(files["wav44k"], configs["44k"], args.repeat)
     row("log-mel 44.1 kHz/2048/512/128 (DSP)", lib, feat)
 
     y22, _ = sf.read(files["wav22k"], dtype="float32")
     lib = best(lambda: librosa.feature.mfcc(y=y22, sr=22050), args.repeat)
-    _, feat = klio(files["wav22k"], configs["mfcc"], args.repeat)
+    _, feat, _ = klio(files["wav22k"], configs["mfcc"], args.repeat)
     row("MFCC 22.05 kHz, librosa defaults (DSP)", lib, feat)
 
     for key, label in (("mp3", "MP3"), ("flac", "FLAC")):
@@ -174,16 +180,18 @@ def main():
             librosa_log_mel(y, 16000, 400, 160, 80)
 
         lib = best(lib_run, max(1, args.repeat - 1))
-        wall, _ = klio(path, configs["16k"], max(1, args.repeat - 1))
+        wall, _, st = klio(path, configs["16k"], max(1, args.repeat - 1))
         row(f"decode+mono+resample+log-mel, {label} 44.1k st", lib, wall)
+        breakdown.append((f"{label} 44.1 kHz stereo -> 16 kHz", wall, st))
 
     def lib_whole():
         y, _ = sf.read(files["wav16k"], dtype="float32")
         librosa_log_mel(y, 16000, 400, 160, 80)
 
     lib = best(lib_whole, args.repeat)
-    wall, _ = klio(files["wav16k"], configs["16k"], args.repeat)
+    wall, _, st = klio(files["wav16k"], configs["16k"], args.repeat)
     row("whole process, 16 kHz WAV (klio: CLI wall)", lib, wall)
+    breakdown.append(("16 kHz WAV", wall, st))
 
     isa = subprocess.run([str(BIN), "--version"], capture_output=True, text=True).stdout.strip()
     print()
@@ -194,6 +202,14 @@ def main():
     print("|---|---:|---:|---:|")
     for name, a, b, r in rows:
         print(f"| {name} | {a:,.0f} | {b:,.0f} | {r:.1f} |")
+    print()
+    print("Where the whole-process runs spend their time (ledger stage_ms of the fastest run):")
+    print()
+    print("| input | CLI wall (ms) | " + " | ".join(STAGES) + " |")
+    print("|---|---:|" + "---:|" * len(STAGES))
+    for name, wall, st in breakdown:
+        cells = " | ".join(f"{st[k]:,.0f}" if k in st else "-" for k in STAGES)
+        print(f"| {name} | {wall * 1000:,.0f} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 # Needs a Python with librosa and soundfile: set PYTHON, or it makes a venv in /tmp/klio-bench-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# These two slow current numpy (OpenBLAS then skips its AVX-512 kernels): never set for numpy.
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
   VECLIB_MAXIMUM_THREADS=1 NUMEXPR_NUM_THREADS=1
 PYTHON=${PYTHON:-}

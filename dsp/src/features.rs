@@ -18,7 +18,7 @@ use crate::dct::DctPlan;
 use crate::descriptors;
 use crate::error::{invalid, DspError};
 use crate::fbank::{FbankConfig, FbankPlan, FbankScratch};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, LaneFft, LaneScratch};
 use crate::mel::{MelConfig, MelNorm, MelPlan, MelScale};
 use crate::stft::{Framer, PadMode, SpectrumKind, StftConfig, StftPlan, StftScratch};
 
@@ -178,6 +178,12 @@ pub struct FeaturePlan {
     deferred_db: bool,
     need_power: bool,
     need_magnitude: bool,
+    /// The STFT in SIMD lanes ([`crate::kernels::lanes`]): `None` for the scalar kernels and
+    /// for sizes the lane FFT does not cover (then every frame goes through realfft).
+    lane: Option<LaneFft>,
+    /// Whether a feature reads each frame's power or magnitude itself (not only the mel).
+    frame_power: bool,
+    frame_magnitude: bool,
 }
 
 impl FeaturePlan {
@@ -257,7 +263,20 @@ impl FeaturePlan {
             || cfg.wants(Feature::SpectralBandwidth)
             || cfg.wants(Feature::SpectralRolloff)
             || mel_kind == Some(SpectrumKind::Magnitude);
+        let lane = if std::env::var_os(PER_FRAME_ENV).is_some() {
+            None
+        } else {
+            k.lane_fft(cfg.stft.n_fft, stft.window())
+        };
+        let frame_power = cfg.wants(Feature::Power) || cfg.wants(Feature::SpectralFlatness);
+        let frame_magnitude = cfg.wants(Feature::Magnitude)
+            || cfg.wants(Feature::SpectralCentroid)
+            || cfg.wants(Feature::SpectralBandwidth)
+            || cfg.wants(Feature::SpectralRolloff);
         Ok(FeaturePlan {
+            lane,
+            frame_power,
+            frame_magnitude,
             cfg: cfg.clone(),
             k,
             stft,
@@ -279,6 +298,19 @@ impl FeaturePlan {
     /// The kernels this plan computes with.
     pub fn kernels(&self) -> Kernels {
         self.k
+    }
+
+    /// The same plan computing every STFT frame on its own (the reference the lane path is
+    /// tested and benchmarked against).
+    pub fn frame_by_frame(mut self) -> Self {
+        self.lane = None;
+        self
+    }
+
+    /// Frames the STFT computes at once in SIMD lanes, or `None` when it goes frame by frame
+    /// (scalar kernels, an FFT size without a lane plan, or `KLIO_DSP_PER_FRAME` set).
+    pub fn lanes(&self) -> Option<usize> {
+        self.lane.as_ref().map(LaneFft::lanes)
     }
 
     /// Mel bands that receive no FFT bin (a sign of too many mels for `n_fft`).
@@ -316,9 +348,16 @@ impl FeaturePlan {
                 } else {
                     stft_frames
                 };
-                frames.saturating_mul(self.dim(f) as u64)
+                // Deferred features are sent as one pending mel frame (added below).
+                let dim = if self.is_deferred(f) { 0 } else { self.dim(f) };
+                frames.saturating_mul(dim as u64)
             })
             .fold(0u64, u64::saturating_add)
+            .saturating_add(if self.needs_pending() {
+                stft_frames.saturating_mul(self.cfg.n_mels as u64)
+            } else {
+                0
+            })
     }
 
     /// Whether `feature` is only final after the whole signal (see [`Slot::PendingMel`]).
@@ -406,6 +445,26 @@ impl FeatureOutput {
         out
     }
 }
+
+/// Whether every sample is finite: `x - x` is 0 for finite `x` and NaN otherwise, summed in
+/// 16 independent lanes so the compiler vectorises it (a first-NaN scan does not).
+fn all_finite(x: &[f32]) -> bool {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            #[allow(clippy::eq_op)] // NaN for NaN and infinities: the point
+            {
+                *a += v - v;
+            }
+        }
+    }
+    acc.iter().all(|a| *a == 0.0) && chunks.remainder().iter().all(|v| v.is_finite())
+}
+
+/// Set (to anything) to compute every STFT frame on its own instead of in SIMD lanes: the
+/// reference path, for comparisons.
+pub const PER_FRAME_ENV: &str = "KLIO_DSP_PER_FRAME";
 
 /// A [`FrameSink`] that keeps everything in memory (whole-signal use, tests).
 #[derive(Debug, Default)]
@@ -580,14 +639,25 @@ impl Finalizer {
 
 struct ChannelState {
     stft: Framer,
+    /// The last, shorter lane group padded with zeros (lane path only).
+    last_group: Vec<f32>,
     rms: Option<Framer>,
     zcr: Option<Framer>,
     fbank: Option<Framer>,
 }
 
+/// The `[bin][frame]` and `[band][frame]` tiles of one lane batch.
+struct LaneBuffers {
+    scratch: LaneScratch,
+    power: Vec<f32>,
+    magnitude: Vec<f32>,
+    mel: Vec<f32>,
+}
+
 /// Per-stream buffers reused for every frame.
 struct Buffers {
     stft: StftScratch,
+    lane: Option<LaneBuffers>,
     fbank: Option<FbankScratch>,
     power: Vec<f32>,
     magnitude: Vec<f32>,
@@ -623,6 +693,7 @@ impl FeatureStream {
         let channels = (0..n_channels)
             .map(|_| ChannelState {
                 stft: Framer::new(&cfg.stft),
+                last_group: Vec::new(),
                 rms: cfg
                     .wants(Feature::Rms)
                     .then(|| time_framer(PadMode::Constant)),
@@ -635,6 +706,12 @@ impl FeatureStream {
         let n_bins = cfg.stft.n_bins();
         let out_dim = Feature::ALL.iter().map(|&f| plan.dim(f)).max().unwrap_or(1);
         let bufs = Buffers {
+            lane: plan.lane.as_ref().map(|l| LaneBuffers {
+                scratch: l.make_scratch(),
+                power: vec![0.0; n_bins * l.lanes()],
+                magnitude: vec![0.0; n_bins * l.lanes()],
+                mel: vec![0.0; cfg.n_mels * l.lanes()],
+            }),
             stft: plan.stft.make_scratch(),
             fbank: plan.fbank.as_ref().map(FbankPlan::make_scratch),
             power: vec![0.0; n_bins],
@@ -678,7 +755,8 @@ impl FeatureStream {
         let n = block[0].len();
         for ch in block {
             assert_eq!(ch.len(), n, "channel blocks of equal length");
-            if let Some(i) = ch.iter().position(|v| !v.is_finite()) {
+            if !all_finite(ch) {
+                let i = ch.iter().position(|v| !v.is_finite()).unwrap_or(0);
                 return Err(DspError::NonFinite {
                     index: self.samples_in + i as u64,
                 });
@@ -693,7 +771,9 @@ impl FeatureStream {
             ..
         } = self;
         for (c, (state, samples)) in channels.iter_mut().zip(block).enumerate() {
-            run_framers(plan, state, bufs, c, sink, |f, emit| f.push(samples, emit));
+            run_framers(plan, state, bufs, c, sink, |f, group, emit| {
+                f.push_groups(samples, group, emit)
+            });
         }
         Ok(())
     }
@@ -711,8 +791,8 @@ impl FeatureStream {
             samples_in,
         } = &mut self;
         for (c, state) in channels.iter_mut().enumerate() {
-            run_framers(plan, state, bufs, c, sink, |f, emit| {
-                f.finish(emit);
+            run_framers(plan, state, bufs, c, sink, |f, group, emit| {
+                f.finish_groups(group, emit);
             });
         }
         let cfg = &plan.cfg;
@@ -750,26 +830,43 @@ fn run_framers(
     bufs: &mut Buffers,
     c: usize,
     sink: &mut impl FrameSink,
-    step: impl Fn(&mut Framer, &mut dyn FnMut(&[f32])),
+    step: impl Fn(&mut Framer, usize, &mut dyn FnMut(&[f32], usize)),
 ) {
     let k = plan.k;
-    step(&mut state.stft, &mut |frame| {
-        stft_frame(plan, frame, bufs, c, sink)
-    });
+    match &plan.lane {
+        Some(lane) => {
+            let pad = &mut state.last_group;
+            step(&mut state.stft, lane.lanes(), &mut |frames, count| {
+                let hop = plan.cfg.stft.hop_length;
+                if count == lane.lanes() {
+                    lane_batch(plan, lane, frames, count, bufs, c, sink);
+                } else {
+                    // The last group: fewer frames than lanes, zeros after them.
+                    pad.clear();
+                    pad.extend_from_slice(frames);
+                    pad.resize((lane.lanes() - 1) * hop + lane.n(), 0.0);
+                    lane_batch(plan, lane, pad, count, bufs, c, sink);
+                }
+            });
+        }
+        None => step(&mut state.stft, 1, &mut |frame, _| {
+            stft_frame(plan, frame, bufs, c, sink)
+        }),
+    }
     if let Some(f) = &mut state.rms {
-        step(f, &mut |frame| {
+        step(f, 1, &mut |frame, _| {
             sink.frame(Slot::Output(Feature::Rms), c, &[descriptors::rms(k, frame)])
         });
     }
     if let Some(f) = &mut state.zcr {
-        step(f, &mut |frame| {
+        step(f, 1, &mut |frame, _| {
             let z = descriptors::zero_crossing_rate(frame);
             sink.frame(Slot::Output(Feature::ZeroCrossingRate), c, &[z])
         });
     }
     if let (Some(f), Some(fb), Some(s)) = (&mut state.fbank, &plan.fbank, &mut bufs.fbank) {
         let out = &mut bufs.out[..fb.n_mels()];
-        step(f, &mut |frame| {
+        step(f, 1, &mut |frame, _| {
             fb.process(frame, out, s);
             sink.frame(Slot::Output(Feature::Fbank), c, out);
         });
@@ -783,7 +880,6 @@ fn stft_frame(
     c: usize,
     sink: &mut impl FrameSink,
 ) {
-    let (cfg, k) = (&plan.cfg, plan.k);
     plan.stft.transform(frame, &mut b.stft);
     if plan.need_power {
         plan.stft.reduce(SpectrumKind::Power, &b.stft, &mut b.power);
@@ -792,6 +888,72 @@ fn stft_frame(
         plan.stft
             .reduce(SpectrumKind::Magnitude, &b.stft, &mut b.magnitude);
     }
+    if let Some(mel) = &plan.mel {
+        let spectrum = match plan.cfg.mel_spectrum {
+            SpectrumKind::Power => &b.power,
+            SpectrumKind::Magnitude => &b.magnitude,
+        };
+        mel.project(spectrum, &mut b.mel);
+    }
+    after_spectrum(plan, b, c, sink);
+}
+
+/// The STFT of the `count` frames in `frames` (frame `f` at `f * hop`; a full group of
+/// `lanes` frames, or the last one, zero-filled past `count`) in SIMD lanes, with the mel bands as lane FMAs; then each
+/// frame's spectrum and bands go on to [`after_spectrum`] like the per-frame path's.
+fn lane_batch(
+    plan: &FeaturePlan,
+    lane: &LaneFft,
+    frames: &[f32],
+    count: usize,
+    b: &mut Buffers,
+    c: usize,
+    sink: &mut impl FrameSink,
+) {
+    let (k, l) = (plan.k, lane.lanes());
+    let Some(mut lb) = b.lane.take() else {
+        unreachable!("lane buffers exist with a lane plan")
+    };
+    k.lane_spectra(
+        lane,
+        frames,
+        plan.cfg.stft.hop_length,
+        &mut lb.scratch,
+        plan.need_power.then_some(&mut lb.power[..]),
+        plan.need_magnitude.then_some(&mut lb.magnitude[..]),
+    );
+    if let Some(mel) = &plan.mel {
+        let tile = match plan.cfg.mel_spectrum {
+            SpectrumKind::Power => &lb.power,
+            SpectrumKind::Magnitude => &lb.magnitude,
+        };
+        k.lane_band_dots(tile, mel.rows(), &mut lb.mel);
+    }
+    for f in 0..count {
+        if plan.frame_power {
+            for (i, v) in b.power.iter_mut().enumerate() {
+                *v = lb.power[i * l + f];
+            }
+        }
+        if plan.frame_magnitude {
+            for (i, v) in b.magnitude.iter_mut().enumerate() {
+                *v = lb.magnitude[i * l + f];
+            }
+        }
+        if plan.mel.is_some() {
+            for (i, v) in b.mel.iter_mut().enumerate() {
+                *v = lb.mel[i * l + f];
+            }
+        }
+        after_spectrum(plan, b, c, sink);
+    }
+    b.lane = Some(lb);
+}
+
+/// What follows the spectrum of one frame: its outputs, its mel outputs (`b.mel` holds the
+/// bands) and the descriptors.
+fn after_spectrum(plan: &FeaturePlan, b: &mut Buffers, c: usize, sink: &mut impl FrameSink) {
+    let (cfg, k) = (&plan.cfg, plan.k);
     let wants = |f| cfg.wants(f);
     if wants(Feature::Magnitude) {
         sink.frame(Slot::Output(Feature::Magnitude), c, &b.magnitude);
@@ -799,12 +961,7 @@ fn stft_frame(
     if wants(Feature::Power) {
         sink.frame(Slot::Output(Feature::Power), c, &b.power);
     }
-    if let Some(mel) = &plan.mel {
-        let spectrum = match cfg.mel_spectrum {
-            SpectrumKind::Power => &b.power,
-            SpectrumKind::Magnitude => &b.magnitude,
-        };
-        mel.project(spectrum, &mut b.mel);
+    if plan.mel.is_some() {
         b.max_mel = b.max_mel.max(k.max(&b.mel));
         if wants(Feature::Mel) {
             sink.frame(Slot::Output(Feature::Mel), c, &b.mel);
@@ -925,9 +1082,19 @@ mod tests {
                 self.bound = max_values;
             }
         }
-        for center in [true, false] {
+        let sets = [
+            Feature::ALL.to_vec(),
+            vec![Feature::Mfcc],
+            vec![Feature::WhisperLogMel],
+            vec![Feature::LogMel, Feature::Fbank],
+            vec![Feature::Power],
+        ];
+        for (center, features) in [true, false]
+            .into_iter()
+            .flat_map(|c| sets.iter().map(move |f| (c, f)))
+        {
             let mut cfg = FeatureConfig::librosa_defaults(16000.0);
-            cfg.features = Feature::ALL.to_vec();
+            cfg.features = features.clone();
             cfg.stft.n_fft = 400;
             cfg.stft.win_length = 400;
             cfg.stft.hop_length = 160;
@@ -942,7 +1109,12 @@ mod tests {
                     s.push(&[b, b], &mut sink).unwrap();
                 }
                 s.finish(&mut sink).unwrap();
-                let per_frame: u64 = cfg.features.iter().map(|&f| plan.dim(f) as u64).sum();
+                let per_frame: u64 = cfg
+                    .features
+                    .iter()
+                    .map(|&f| plan.dim(f) as u64)
+                    .sum::<u64>()
+                    + 40;
                 assert!(sink.sent > 0);
                 assert!(
                     sink.bound <= sink.sent * 5 / 4 + 2 * 4 * per_frame,

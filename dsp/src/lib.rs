@@ -32,9 +32,9 @@ pub use error::DspError;
 pub use fbank::{FbankConfig, FbankPlan, FbankScratch};
 pub use features::{
     Collector, Feature, FeatureConfig, FeatureOutput, FeaturePlan, FeatureStream, Finalizer,
-    FrameSink, Slot,
+    FrameSink, Slot, PER_FRAME_ENV,
 };
-pub use kernels::{Isa, Kernels, Span, SparseRows};
+pub use kernels::{Isa, Kernels, LaneFft, LaneScratch, Span, SparseRows};
 pub use mel::{hz_to_mel, mel_to_hz, MelConfig, MelNorm, MelPlan, MelScale};
 pub use stft::{Framer, PadMode, SpectrumKind, StftConfig, StftPlan, StftScratch};
 pub use window::{window, WindowKind};

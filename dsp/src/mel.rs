@@ -202,6 +202,11 @@ impl MelPlan {
         m
     }
 
+    /// The filter bank as sparse rows over the bins.
+    pub fn rows(&self) -> &SparseRows {
+        &self.rows
+    }
+
     /// Projects one spectrum (`n_bins` values) onto the bands, writing `n_mels` values.
     ///
     /// # Panics

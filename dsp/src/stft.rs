@@ -170,6 +170,11 @@ impl StftPlan {
         &self.cfg
     }
 
+    /// The window, `n_fft` values (zero-padded around a shorter `win_length`).
+    pub fn window(&self) -> &[f32] {
+        &self.window
+    }
+
     /// Buffers sized for this plan.
     pub fn make_scratch(&self) -> StftScratch {
         StftScratch {
@@ -306,6 +311,19 @@ impl Framer {
 
     /// Appends samples and calls `on_frame` for every frame that is now complete.
     pub fn push(&mut self, samples: &[f32], mut on_frame: impl FnMut(&[f32])) {
+        self.push_groups(samples, 1, |frames, _| on_frame(frames));
+    }
+
+    /// As [`Self::push`], `group` frames at a time: `on_group(samples, count)` gets the
+    /// padded signal from the first frame's start, `(count - 1) * hop + n_fft` values, so
+    /// frame `f` is `samples[f * hop..][..n_fft]`. Only full groups are emitted here; the
+    /// last, shorter one comes from [`Self::finish_groups`].
+    pub fn push_groups(
+        &mut self,
+        samples: &[f32],
+        group: usize,
+        mut on_group: impl FnMut(&[f32], usize),
+    ) {
         debug_assert!(!self.finished, "push after finish");
         self.n_in += samples.len() as u64;
         if self.left_done {
@@ -317,7 +335,7 @@ impl Framer {
                 self.emit_left_pad();
             }
         }
-        self.emit_ready(&mut on_frame);
+        self.emit_ready(group.max(1), false, &mut on_group);
     }
 
     fn emit_left_pad(&mut self) {
@@ -336,16 +354,25 @@ impl Framer {
         self.left_done = true;
     }
 
-    fn emit_ready(&mut self, on_frame: &mut impl FnMut(&[f32])) {
+    /// Emits groups of `group` complete frames; at the end of the signal (`last`) also the
+    /// remaining, shorter group.
+    fn emit_ready(&mut self, group: usize, last: bool, on_group: &mut impl FnMut(&[f32], usize)) {
+        let (hop, n_fft) = (self.hop as u64, self.n_fft as u64);
+        let buffered_end = self.buf_start + self.buf.len() as u64;
         loop {
-            let start = self.next_frame * self.hop as u64;
-            let end = start + self.n_fft as u64;
-            if end > self.buf_start + self.buf.len() as u64 {
+            let start = self.next_frame * hop;
+            if start + n_fft > buffered_end {
+                break;
+            }
+            let ready = 1 + (buffered_end - start - n_fft) / hop;
+            let count = ready.min(group as u64);
+            if count < group as u64 && !last {
                 break;
             }
             let off = (start - self.buf_start) as usize;
-            on_frame(&self.buf[off..off + self.n_fft]);
-            self.next_frame += 1;
+            let len = ((count - 1) * hop + n_fft) as usize;
+            on_group(&self.buf[off..off + len], count as usize);
+            self.next_frame += count;
         }
         // Keep what the next frame needs, and `pad + 1` trailing samples for reflect padding.
         let keep_from = (self.next_frame * self.hop as u64)
@@ -363,6 +390,12 @@ impl Framer {
     ///
     /// Returns the total number of frames, which equals `StftConfig::n_frames(samples_in)`.
     pub fn finish(&mut self, mut on_frame: impl FnMut(&[f32])) -> u64 {
+        self.finish_groups(1, |frames, _| on_frame(frames))
+    }
+
+    /// As [`Self::finish`], in groups as [`Self::push_groups`] (the last group may be
+    /// shorter).
+    pub fn finish_groups(&mut self, group: usize, mut on_group: impl FnMut(&[f32], usize)) -> u64 {
         if self.finished {
             return self.next_frame;
         }
@@ -403,7 +436,7 @@ impl Framer {
                 }
             }
         }
-        self.emit_ready(&mut on_frame);
+        self.emit_ready(group.max(1), true, &mut on_group);
         self.next_frame
     }
 }

@@ -77,6 +77,23 @@ impl Simd for V {
             _mm256_cmp_ps::<_CMP_LT_OQ>(a.0, b.0),
         ))
     }
+    #[inline(always)]
+    unsafe fn transpose_pairs(a: Self, b: Self, h: usize) -> (Self, Self) {
+        match h {
+            4 => (
+                V(_mm256_permute2f128_ps::<0x20>(a.0, b.0)),
+                V(_mm256_permute2f128_ps::<0x31>(a.0, b.0)),
+            ),
+            2 => (
+                V(_mm256_shuffle_ps::<0x44>(a.0, b.0)),
+                V(_mm256_shuffle_ps::<0xEE>(a.0, b.0)),
+            ),
+            _ => (
+                V(_mm256_blend_ps::<0xAA>(a.0, _mm256_permute_ps::<0xA0>(b.0))),
+                V(_mm256_blend_ps::<0xAA>(_mm256_permute_ps::<0xF5>(a.0), b.0)),
+            ),
+        }
+    }
 }
 
 entry_points!("avx2,fma");

@@ -12,6 +12,9 @@
 
 use std::sync::OnceLock;
 
+pub use lanes::{LaneFft, LaneScratch};
+
+pub mod lanes;
 pub mod scalar;
 mod vector;
 
@@ -141,9 +144,16 @@ pub struct Kernels {
 
 static ACTIVE: OnceLock<Kernels> = OnceLock::new();
 
-/// Runs `$body` with the implementation module for the handle's ISA bound to `$m`.
+/// Runs `$body` with the implementation module for the handle's ISA bound to `$m`; the
+/// scalar kernels run `$scalar` (by default `$body` with the scalar module).
 macro_rules! dispatch {
     ($self:expr, $m:ident => $body:expr) => {
+        dispatch!($self, $m => $body, scalar => {
+            use scalar as $m;
+            $body
+        })
+    };
+    ($self:expr, $m:ident => $body:expr, scalar => $scalar:expr) => {
         match $self.isa {
             #[cfg(target_arch = "x86_64")]
             // Safety: `Kernels::new` only hands out Avx2 when the CPU has AVX2 and FMA.
@@ -163,10 +173,7 @@ macro_rules! dispatch {
                 use neon as $m;
                 $body
             },
-            _ => {
-                use scalar as $m;
-                $body
-            }
+            _ => $scalar,
         }
     };
 }
@@ -279,6 +286,65 @@ impl Kernels {
     /// In place: `x = max(x, floor) * mul + add`.
     pub fn clamp_affine(self, x: &mut [f32], floor: f32, mul: f32, add: f32) {
         dispatch!(self, m => m::clamp_affine(x, floor, mul, add))
+    }
+
+    /// Frames per call of the lane kernels (16 for AVX-512, 8 for AVX2, 4 for NEON), or
+    /// `None` for the scalar kernels, which compute frame by frame.
+    pub fn lanes(self) -> Option<usize> {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some(avx2::LANES),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Some(avx512::LANES),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => Some(neon::LANES),
+            _ => None,
+        }
+    }
+
+    /// A lane FFT plan for `n`-point frames windowed by `window`, or `None` (scalar
+    /// kernels, or a size the plan does not cover: see [`lanes`]).
+    pub fn lane_fft(self, n: usize, window: &[f32]) -> Option<LaneFft> {
+        LaneFft::new(n, window, self.lanes()?)
+    }
+
+    /// Power and/or magnitude of [`LaneFft::lanes`] frames at once, `[bin][frame]`: frame
+    /// `f` is `frames[f * stride..][..n]`.
+    ///
+    /// # Panics
+    /// If the plan is for other kernels, `frames` is too short, or an output does not hold
+    /// `n_bins * lanes` values.
+    pub fn lane_spectra(
+        self,
+        plan: &LaneFft,
+        frames: &[f32],
+        stride: usize,
+        s: &mut LaneScratch,
+        power: Option<&mut [f32]>,
+        magnitude: Option<&mut [f32]>,
+    ) {
+        let l = plan.lanes();
+        assert_eq!(self.lanes(), Some(l), "plan made for other kernels");
+        assert!(frames.len() >= (l - 1) * stride + plan.n());
+        let len = plan.n_bins() * l;
+        assert!(power.as_ref().is_none_or(|p| p.len() == len));
+        assert!(magnitude.as_ref().is_none_or(|p| p.len() == len));
+        dispatch!(self, m => m::lane_spectra(plan, frames, stride, s, power, magnitude),
+            scalar => unreachable!("the scalar kernels have no lanes (checked above)"))
+    }
+
+    /// A sparse matrix times [`Self::lanes`] columns: `x` is `[input][lane]`, `out` is
+    /// `[row][lane]`.
+    ///
+    /// # Panics
+    /// For the scalar kernels, or if `x` or `out` is too short.
+    pub fn lane_band_dots(self, x: &[f32], rows: &SparseRows, out: &mut [f32]) {
+        let l = self.lanes().expect("lane kernels need a SIMD ISA");
+        assert!(rows.min_input * l <= x.len());
+        assert_eq!(rows.spans.len() * l, out.len());
+        let (spans, weights) = (&rows.spans[..], &rows.weights[..]);
+        dispatch!(self, m => m::lane_band_dots(x, spans, weights, out),
+            scalar => unreachable!("the scalar kernels have no lanes (checked above)"))
     }
 }
 

@@ -70,6 +70,17 @@ impl Simd for V {
         V(vbslq_f32(vcltq_f32(a.0, b.0), t.0, f.0))
     }
     #[inline(always)]
+    unsafe fn transpose_pairs(a: Self, b: Self, h: usize) -> (Self, Self) {
+        if h == 2 {
+            (
+                V(vcombine_f32(vget_low_f32(a.0), vget_low_f32(b.0))),
+                V(vcombine_f32(vget_high_f32(a.0), vget_high_f32(b.0))),
+            )
+        } else {
+            (V(vtrn1q_f32(a.0, b.0)), V(vtrn2q_f32(a.0, b.0)))
+        }
+    }
+    #[inline(always)]
     unsafe fn hsum(self) -> f32 {
         vaddvq_f32(self.0)
     }

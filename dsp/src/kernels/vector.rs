@@ -26,6 +26,11 @@ pub(crate) trait Simd: Copy {
     unsafe fn frexp(self) -> (Self, Self);
     /// `a < b ? t : f` per lane.
     unsafe fn select_lt(a: Self, b: Self, t: Self, f: Self) -> Self;
+    /// One level of a register-block transpose: for lanes `c` with bit `h` clear, the first
+    /// result takes `a[c]` and then `b[c]` at `c + h`; the second takes `a[c + h]` and then
+    /// `b[c + h]`. Applied to rows `i` and `i + h` for every `i` with bit `h` clear, for `h`
+    /// = `LANES / 2` down to 1, it transposes `LANES` rows of `LANES` lanes.
+    unsafe fn transpose_pairs(a: Self, b: Self, h: usize) -> (Self, Self);
 
     #[inline(always)]
     unsafe fn hsum(self) -> f32 {
@@ -332,6 +337,34 @@ macro_rules! entry_points {
         pub unsafe fn clamp_affine(x: &mut [f32], floor: f32, mul: f32, add: f32) {
             vector::clamp_affine::<V>(x, floor, mul, add)
         }
+        /// # Safety
+        /// The CPU must support the module's target features; sizes as
+        /// [`super::lanes::spectra`] states.
+        #[target_feature(enable = $features)]
+        pub unsafe fn lane_spectra(
+            plan: &super::lanes::LaneFft,
+            frames: &[f32],
+            stride: usize,
+            s: &mut super::lanes::LaneScratch,
+            power: Option<&mut [f32]>,
+            magnitude: Option<&mut [f32]>,
+        ) {
+            super::lanes::spectra::<V>(plan, frames, stride, s, power, magnitude)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features; sizes as
+        /// [`super::lanes::band_dots`] states.
+        #[target_feature(enable = $features)]
+        pub unsafe fn lane_band_dots(
+            x: &[f32],
+            spans: &[super::Span],
+            weights: &[f32],
+            out: &mut [f32],
+        ) {
+            super::lanes::band_dots::<V>(x, spans, weights, out)
+        }
+        /// Lanes of this ISA's register.
+        pub const LANES: usize = <V as vector::Simd>::LANES;
     };
 }
 pub(crate) use entry_points;
