@@ -336,17 +336,7 @@ pub(crate) unsafe fn spectra<V: Simd>(
         for (f, row) in rows.iter_mut().enumerate().take(l) {
             *row = V::load(src.add(f * stride + j0));
         }
-        let mut h = l / 2;
-        while h >= 1 {
-            for i in 0..l {
-                if i & h == 0 {
-                    let (a, b) = V::transpose_pairs(rows[i], rows[i + h], h);
-                    rows[i] = a;
-                    rows[i + h] = b;
-                }
-            }
-            h /= 2;
-        }
+        super::vector::transpose_regs::<V>(&mut rows);
         for (t, row) in rows.iter().enumerate().take(l) {
             let j = j0 + t;
             let v = row.mul(V::splat(*win.add(j)));

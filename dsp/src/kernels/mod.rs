@@ -259,6 +259,19 @@ impl Kernels {
         dispatch!(self, m => m::sum(x))
     }
 
+    /// Transposes `src`, `rows` rows of `cols` values (row-major), into `dst`, `cols` rows
+    /// of `rows`: `dst[c * rows + r] = src[r * cols + c]`. How frame-major features become
+    /// librosa's `[dim][frames]`.
+    ///
+    /// # Panics
+    /// If `src` or `dst` does not hold `rows * cols` values.
+    pub fn transpose(self, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+        let n = rows.checked_mul(cols).expect("rows * cols overflows");
+        assert_eq!(src.len(), n);
+        assert_eq!(dst.len(), n);
+        dispatch!(self, m => m::transpose(src, rows, cols, dst))
+    }
+
     /// `max(x[i])`, or negative infinity for an empty slice.
     pub fn max(self, x: &[f32]) -> f32 {
         dispatch!(self, m => m::max(x))

@@ -74,3 +74,18 @@ pub fn clamp_affine(x: &mut [f32], floor: f32, mul: f32, add: f32) {
         *v = v.max(floor) * mul + add;
     }
 }
+
+/// `dst[c * rows + r] = src[r * cols + c]`, in 32 x 32 blocks so both sides stay in cache.
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                let row = &src[r * cols..(r + 1) * cols];
+                for c in c0..(c0 + B).min(cols) {
+                    dst[c * rows + r] = row[c];
+                }
+            }
+        }
+    }
+}

@@ -319,3 +319,26 @@ fn lane_band_dots_match_per_frame_band_dots() {
         }
     }
 }
+
+#[test]
+fn transpose_moves_every_value_for_every_shape() {
+    let mut rng = Rng::new(9);
+    for k in all() {
+        for rows in [0, 1, 3, 8, 15, 16, 17, 33, 100] {
+            for cols in [1, 2, 7, 16, 20, 31, 80, 129] {
+                let src = rng.vec(rows * cols);
+                let mut dst = vec![f32::NAN; rows * cols];
+                k.transpose(&src, rows, cols, &mut dst);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(
+                            dst[c * rows + r].to_bits(),
+                            src[r * cols + c].to_bits(),
+                            "{k:?} {rows}x{cols} at ({r}, {c})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -267,6 +267,59 @@ pub(crate) unsafe fn clamp_affine<V: Simd>(x: &mut [f32], floor: f32, mul: f32, 
 
 /// Defines the public entry points of one ISA module: each is a `#[target_feature]` function
 /// that instantiates the generic body for that module's register type `V`.
+/// Transposes `LANES` rows of `LANES` lanes in registers ([`Simd::transpose_pairs`], log2
+/// levels): row `r`, lane `c` becomes row `c`, lane `r`.
+#[inline(always)]
+pub(crate) unsafe fn transpose_regs<V: Simd>(rows: &mut [V; 16]) {
+    let l = V::LANES;
+    let mut h = l / 2;
+    while h >= 1 {
+        for i in 0..l {
+            if i & h == 0 {
+                let (a, b) = V::transpose_pairs(rows[i], rows[i + h], h);
+                rows[i] = a;
+                rows[i + h] = b;
+            }
+        }
+        h /= 2;
+    }
+}
+
+/// `dst[c * rows + r] = src[r * cols + c]`: `LANES x LANES` blocks in registers, the edges
+/// scalar.
+#[inline(always)]
+pub(crate) unsafe fn transpose<V: Simd>(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    let l = V::LANES;
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    let (r_full, c_full) = (rows / l * l, cols / l * l);
+    let mut reg = [V::splat(0.0); 16];
+    let mut r0 = 0;
+    while r0 < r_full {
+        let mut c0 = 0;
+        while c0 < c_full {
+            for (i, v) in reg.iter_mut().enumerate().take(l) {
+                *v = V::load(s.add((r0 + i) * cols + c0));
+            }
+            transpose_regs::<V>(&mut reg);
+            for (i, v) in reg.iter().enumerate().take(l) {
+                v.store(d.add((c0 + i) * rows + r0));
+            }
+            c0 += l;
+        }
+        for r in r0..r0 + l {
+            for c in c_full..cols {
+                *d.add(c * rows + r) = *s.add(r * cols + c);
+            }
+        }
+        r0 += l;
+    }
+    for r in r_full..rows {
+        for c in 0..cols {
+            *d.add(c * rows + r) = *s.add(r * cols + c);
+        }
+    }
+}
+
 macro_rules! entry_points {
     ($features:literal) => {
         use super::vector;
@@ -362,6 +415,13 @@ macro_rules! entry_points {
             out: &mut [f32],
         ) {
             super::lanes::band_dots::<V>(x, spans, weights, out)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features; `src` and `dst` hold
+        /// `rows * cols` values.
+        #[target_feature(enable = $features)]
+        pub unsafe fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+            vector::transpose::<V>(src, rows, cols, dst)
         }
         /// Lanes of this ISA's register.
         pub const LANES: usize = <V as vector::Simd>::LANES;

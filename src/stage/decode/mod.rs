@@ -9,6 +9,7 @@ mod config;
 pub mod mp4;
 #[cfg(feature = "opus")]
 pub mod opus;
+mod pcm;
 
 pub use config::{Channels, Damaged, DecodeConfig, DecodeHashView, Mismatch, SampleRate};
 
@@ -398,6 +399,10 @@ pub struct AudioStream {
     streaming: bool,
     /// Decoded frames still to drop from the start (an MP4 edit list's encoder delay).
     skip_frames: u64,
+    /// Plain PCM: packets convert straight to `decoded` ([`pcm::Pcm`]), not through the decoder.
+    pcm: Option<pcm::Pcm>,
+    /// Interleaved samples of a multichannel PCM packet.
+    scratch: Vec<f32>,
 }
 
 impl AudioStream {
@@ -587,6 +592,8 @@ impl AudioStream {
             max_packet_frames: params.max_frames_per_packet.unwrap_or(0),
             streaming,
             skip_frames,
+            pcm: pcm::Pcm::of(&params, channels),
+            scratch: Vec::new(),
         })
     }
 
@@ -662,46 +669,52 @@ impl AudioStream {
             return Ok(());
         }
         self.packets += 1;
-        let buf = match self.decoder.decode(&packet) {
-            Ok(buf) => buf,
-            Err(SymError::DecodeError(msg)) => {
-                let at = self.info.duration_s();
-                return self.damaged(DecodeError::Corrupt(format!(
-                    "packet {} at {at:.3} s does not decode: {msg}",
-                    self.packets
+        if let Some(pcm) = self.pcm {
+            pcm.to_planar(&packet.data, &mut self.scratch, &mut self.decoded);
+        } else {
+            let buf = match self.decoder.decode(&packet) {
+                Ok(buf) => buf,
+                Err(SymError::DecodeError(msg)) => {
+                    let at = self.info.duration_s();
+                    return self.damaged(DecodeError::Corrupt(format!(
+                        "packet {} at {at:.3} s does not decode: {msg}",
+                        self.packets
+                    )));
+                }
+                Err(SymError::IoError(e)) => {
+                    let at = self.info.duration_s();
+                    self.damaged(DecodeError::Truncated(format!(
+                        "packet at {at:.3} s is cut short: {e}"
+                    )))?;
+                    return Ok(());
+                }
+                Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
+            };
+            let n_ch = buf.spec().channels().count();
+            if n_ch != self.info.source_channels {
+                return Err(DecodeError::InvalidStream(format!(
+                    "channel count changes from {} to {n_ch} mid-stream",
+                    self.info.source_channels
                 )));
             }
-            Err(SymError::IoError(e)) => {
-                let at = self.info.duration_s();
-                self.damaged(DecodeError::Truncated(format!(
-                    "packet at {at:.3} s is cut short: {e}"
-                )))?;
-                return Ok(());
+            if buf.spec().rate() != self.info.source_sample_rate_hz {
+                return Err(DecodeError::InvalidStream(format!(
+                    "sample rate changes from {} to {} Hz mid-stream",
+                    self.info.source_sample_rate_hz,
+                    buf.spec().rate()
+                )));
             }
-            Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
-        };
-        let n_ch = buf.spec().channels().count();
-        if n_ch != self.info.source_channels {
-            return Err(DecodeError::InvalidStream(format!(
-                "channel count changes from {} to {n_ch} mid-stream",
-                self.info.source_channels
-            )));
+            buf.copy_to_vecs_planar::<f32>(&mut self.decoded);
         }
-        if buf.spec().rate() != self.info.source_sample_rate_hz {
-            return Err(DecodeError::InvalidStream(format!(
-                "sample rate changes from {} to {} Hz mid-stream",
-                self.info.source_sample_rate_hz,
-                buf.spec().rate()
-            )));
-        }
-        buf.copy_to_vecs_planar::<f32>(&mut self.decoded);
+        let n_ch = self.decoded.len();
         // Float streams can hold NaN, infinity or values far beyond full scale; they would
         // poison the resampler (rubato panics on them: found by fuzzing, and by a WAV of
         // constant 3e38) and overflow every power feature.
-        if self
-            .decoded
-            .iter()
-            .any(|c| c.iter().fold(false, |bad, v| bad | !in_range(*v)))
+        if self.pcm.is_none_or(|p| p.is_float())
+            && self
+                .decoded
+                .iter()
+                .any(|c| c.iter().fold(false, |bad, v| bad | !in_range(*v)))
         {
             let at = self.info.duration_s();
             self.damaged(DecodeError::Corrupt(format!(
