@@ -181,9 +181,16 @@ pub struct FeaturePlan {
     /// The STFT in SIMD lanes ([`crate::kernels::lanes`]): `None` for the scalar kernels and
     /// for sizes the lane FFT does not cover (then every frame goes through realfft).
     lane: Option<LaneFft>,
-    /// Whether a feature reads each frame's power or magnitude itself (not only the mel).
+    /// On the lane path, what goes on per frame after the tiles ([`FrameSink::tile`]: power,
+    /// magnitude and mel outputs, and the pending mel unless MFCC is deferred): each frame's
+    /// power (flatness), magnitude (centroid, bandwidth, rolloff) and mel (local dB, MFCC,
+    /// pending mel for a deferred MFCC).
     frame_power: bool,
     frame_magnitude: bool,
+    frame_mel: bool,
+    /// The pending mel goes to the sink as tiles: every deferred feature is elementwise in
+    /// it (log-mel, Whisper), so a band-major store can finish it in place.
+    pending_tiles: bool,
 }
 
 impl FeaturePlan {
@@ -268,15 +275,19 @@ impl FeaturePlan {
         } else {
             k.lane_fft(cfg.stft.n_fft, stft.window())
         };
-        let frame_power = cfg.wants(Feature::Power) || cfg.wants(Feature::SpectralFlatness);
-        let frame_magnitude = cfg.wants(Feature::Magnitude)
-            || cfg.wants(Feature::SpectralCentroid)
+        let frame_power = cfg.wants(Feature::SpectralFlatness);
+        let frame_magnitude = cfg.wants(Feature::SpectralCentroid)
             || cfg.wants(Feature::SpectralBandwidth)
             || cfg.wants(Feature::SpectralRolloff);
+        let pending_tiles = !(deferred_db && cfg.wants(Feature::Mfcc));
+        let local_db = !deferred_db && (cfg.wants(Feature::LogMel) || cfg.wants(Feature::Mfcc));
+        let frame_mel = mel.is_some() && (local_db || !pending_tiles);
         Ok(FeaturePlan {
             lane,
             frame_power,
             frame_magnitude,
+            frame_mel,
+            pending_tiles,
             cfg: cfg.clone(),
             k,
             stft,
@@ -400,6 +411,29 @@ pub trait FrameSink {
     /// One frame.
     fn frame(&mut self, slot: Slot, channel: usize, values: &[f32]);
 
+    /// `count` consecutive frames of `dim` values as one `[value][frame]` tile from the SIMD
+    /// lanes: value `i` of frame `f` is `tile[i * lanes + f]` (`lanes >= count`; lanes past
+    /// `count` are padding). Already librosa's `[dim][frames]` orientation, so a sink that
+    /// stores band-major can copy rows instead of transposing. By default each frame goes to
+    /// [`Self::frame`].
+    fn tile(
+        &mut self,
+        slot: Slot,
+        channel: usize,
+        dim: usize,
+        lanes: usize,
+        count: usize,
+        tile: &[f32],
+    ) {
+        let mut frame = vec![0.0; dim];
+        for f in 0..count {
+            for (i, v) in frame.iter_mut().enumerate() {
+                *v = tile[i * lanes + f];
+            }
+            self.frame(slot, channel, &frame);
+        }
+    }
+
     /// Called before the frames of each block: the stream will not send more than
     /// `max_values` values in all (every slot and channel) for the samples it has so far
     /// ([`FeaturePlan::max_values`]). A sink that allocates can refuse more than this.
@@ -446,22 +480,6 @@ impl FeatureOutput {
     }
 }
 
-/// Whether every sample is finite: `x - x` is 0 for finite `x` and NaN otherwise, summed in
-/// 16 independent lanes so the compiler vectorises it (a first-NaN scan does not).
-fn all_finite(x: &[f32]) -> bool {
-    let mut acc = [0.0f32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            #[allow(clippy::eq_op)] // NaN for NaN and infinities: the point
-            {
-                *a += v - v;
-            }
-        }
-    }
-    acc.iter().all(|a| *a == 0.0) && chunks.remainder().iter().all(|v| v.is_finite())
-}
-
 /// Set (to anything) to compute every STFT frame on its own instead of in SIMD lanes: the
 /// reference path, for comparisons.
 pub const PER_FRAME_ENV: &str = "KLIO_DSP_PER_FRAME";
@@ -478,6 +496,22 @@ impl FrameSink for Collector {
             .entry((slot, channel))
             .or_default()
             .extend_from_slice(values);
+    }
+
+    fn tile(
+        &mut self,
+        slot: Slot,
+        channel: usize,
+        dim: usize,
+        lanes: usize,
+        count: usize,
+        tile: &[f32],
+    ) {
+        let data = self.data.entry((slot, channel)).or_default();
+        data.reserve(dim * count);
+        for f in 0..count {
+            data.extend((0..dim).map(|i| tile[i * lanes + f]));
+        }
     }
 }
 
@@ -595,6 +629,34 @@ impl Finalizer {
         }
     }
 
+    /// Whether the deferred `feature` is elementwise in the pending mel (log-mel, Whisper),
+    /// so [`Self::finish_in_place`] can finish pending values in any layout.
+    pub fn is_elementwise(&self, feature: Feature) -> bool {
+        matches!(feature, Feature::LogMel | Feature::WhisperLogMel) && self.is_deferred(feature)
+    }
+
+    /// Turns pending mel values into final values of the deferred, elementwise `feature`
+    /// ([`Self::is_elementwise`]), in place and in any layout (band-major tiles included).
+    ///
+    /// # Panics
+    /// If `feature` is not deferred and elementwise.
+    pub fn finish_in_place(&self, feature: Feature, values: &mut [f32]) {
+        assert!(
+            self.is_elementwise(feature),
+            "{feature:?} is not elementwise"
+        );
+        let k = self.plan.k;
+        if feature == Feature::LogMel {
+            self.log_mel_in_place(values);
+        } else {
+            let per_ln = std::f32::consts::LOG10_E;
+            k.log_scaled(values, 1e-10, per_ln, 0.0);
+            let mut m = [self.max_mel];
+            let max_log = k.log_scaled(&mut m, 1e-10, per_ln, 0.0);
+            k.clamp_affine(values, max_log - 8.0, 0.25, 1.0);
+        }
+    }
+
     /// Turns pending mel frames (`n * n_mels` values, frame-major) into `n` final frames of
     /// the deferred `feature` (`n * dim` values).
     ///
@@ -606,11 +668,10 @@ impl Finalizer {
         let n = pending.len() / n_mels;
         assert_eq!(pending.len(), n * n_mels);
         assert_eq!(out.len(), n * self.dim(feature));
-        let k = self.plan.k;
         match feature {
-            Feature::LogMel => {
+            Feature::LogMel | Feature::WhisperLogMel => {
                 out.copy_from_slice(pending);
-                self.log_mel_in_place(out);
+                self.finish_in_place(feature, out);
             }
             Feature::Mfcc => {
                 let dct = self.plan.dct.as_ref().expect("mfcc has a DCT plan");
@@ -623,14 +684,6 @@ impl Finalizer {
                     self.log_mel_in_place(&mut lm);
                     dct.process(&lm, dst);
                 }
-            }
-            Feature::WhisperLogMel => {
-                out.copy_from_slice(pending);
-                let per_ln = std::f32::consts::LOG10_E;
-                k.log_scaled(out, 1e-10, per_ln, 0.0);
-                let mut m = [self.max_mel];
-                let max_log = k.log_scaled(&mut m, 1e-10, per_ln, 0.0);
-                k.clamp_affine(out, max_log - 8.0, 0.25, 1.0);
             }
             _ => unreachable!("checked above"),
         }
@@ -755,7 +808,7 @@ impl FeatureStream {
         let n = block[0].len();
         for ch in block {
             assert_eq!(ch.len(), n, "channel blocks of equal length");
-            if !all_finite(ch) {
+            if !self.plan.k.all_finite(ch) {
                 let i = ch.iter().position(|v| !v.is_finite()).unwrap_or(0);
                 return Err(DspError::NonFinite {
                     index: self.samples_in + i as u64,
@@ -895,7 +948,7 @@ fn stft_frame(
         };
         mel.project(spectrum, &mut b.mel);
     }
-    after_spectrum(plan, b, c, sink);
+    after_spectrum(plan, b, c, sink, false);
 }
 
 /// The STFT of the `count` frames in `frames` (frame `f` at `f * hop`; a full group of
@@ -929,44 +982,88 @@ fn lane_batch(
         };
         k.lane_band_dots(tile, mel.rows(), &mut lb.mel);
     }
-    for f in 0..count {
-        if plan.frame_power {
-            for (i, v) in b.power.iter_mut().enumerate() {
-                *v = lb.power[i * l + f];
-            }
+    let cfg = &plan.cfg;
+    let n_bins = cfg.stft.n_bins();
+    if cfg.wants(Feature::Power) {
+        sink.tile(Slot::Output(Feature::Power), c, n_bins, l, count, &lb.power);
+    }
+    if cfg.wants(Feature::Magnitude) {
+        sink.tile(
+            Slot::Output(Feature::Magnitude),
+            c,
+            n_bins,
+            l,
+            count,
+            &lb.magnitude,
+        );
+    }
+    if plan.mel.is_some() {
+        let n_mels = cfg.n_mels;
+        b.max_mel = if count == l {
+            b.max_mel.max(k.max(&lb.mel))
+        } else {
+            lb.mel
+                .chunks_exact(l)
+                .fold(b.max_mel, |m, band| m.max(k.max(&band[..count])))
+        };
+        if cfg.wants(Feature::Mel) {
+            sink.tile(Slot::Output(Feature::Mel), c, n_mels, l, count, &lb.mel);
         }
-        if plan.frame_magnitude {
-            for (i, v) in b.magnitude.iter_mut().enumerate() {
-                *v = lb.magnitude[i * l + f];
-            }
+        if plan.needs_pending() && plan.pending_tiles {
+            sink.tile(Slot::PendingMel, c, n_mels, l, count, &lb.mel);
         }
-        if plan.mel.is_some() {
-            for (i, v) in b.mel.iter_mut().enumerate() {
-                *v = lb.mel[i * l + f];
+    }
+    if plan.frame_power || plan.frame_magnitude || plan.frame_mel {
+        for f in 0..count {
+            if plan.frame_power {
+                for (i, v) in b.power.iter_mut().enumerate() {
+                    *v = lb.power[i * l + f];
+                }
             }
+            if plan.frame_magnitude {
+                for (i, v) in b.magnitude.iter_mut().enumerate() {
+                    *v = lb.magnitude[i * l + f];
+                }
+            }
+            if plan.frame_mel {
+                for (i, v) in b.mel.iter_mut().enumerate() {
+                    *v = lb.mel[i * l + f];
+                }
+            }
+            after_spectrum(plan, b, c, sink, true);
         }
-        after_spectrum(plan, b, c, sink);
     }
     b.lane = Some(lb);
 }
 
 /// What follows the spectrum of one frame: its outputs, its mel outputs (`b.mel` holds the
 /// bands) and the descriptors.
-fn after_spectrum(plan: &FeaturePlan, b: &mut Buffers, c: usize, sink: &mut impl FrameSink) {
+///
+/// After [`lane_batch`]'s tiles (`tiled`), only what they did not send: no power, magnitude
+/// or mel outputs, and the pending mel only when it is not tiled.
+fn after_spectrum(
+    plan: &FeaturePlan,
+    b: &mut Buffers,
+    c: usize,
+    sink: &mut impl FrameSink,
+    tiled: bool,
+) {
     let (cfg, k) = (&plan.cfg, plan.k);
     let wants = |f| cfg.wants(f);
-    if wants(Feature::Magnitude) {
+    if wants(Feature::Magnitude) && !tiled {
         sink.frame(Slot::Output(Feature::Magnitude), c, &b.magnitude);
     }
-    if wants(Feature::Power) {
+    if wants(Feature::Power) && !tiled {
         sink.frame(Slot::Output(Feature::Power), c, &b.power);
     }
     if plan.mel.is_some() {
-        b.max_mel = b.max_mel.max(k.max(&b.mel));
-        if wants(Feature::Mel) {
-            sink.frame(Slot::Output(Feature::Mel), c, &b.mel);
+        if !tiled {
+            b.max_mel = b.max_mel.max(k.max(&b.mel));
+            if wants(Feature::Mel) {
+                sink.frame(Slot::Output(Feature::Mel), c, &b.mel);
+            }
         }
-        if plan.needs_pending() {
+        if plan.needs_pending() && !(tiled && plan.pending_tiles) {
             sink.frame(Slot::PendingMel, c, &b.mel);
         }
         let local_db = !plan.deferred_db && (wants(Feature::LogMel) || wants(Feature::Mfcc));
@@ -1060,6 +1157,65 @@ mod tests {
     /// The bound a stream declares holds for every feature, length, block size and framing:
     /// a sink that refuses values past it never refuses a real frame, and the bound is near
     /// what is sent (deferred features share one pending frame, so it is not exact).
+    /// The lane path (tiles and per-frame rest) gives every feature the per-frame path gives,
+    /// with the same shapes, for deferred and local dB, partial last groups and two channels.
+    #[test]
+    fn lanes_give_the_features_of_the_per_frame_path() {
+        let sets = [
+            Feature::ALL.to_vec(),
+            vec![Feature::LogMel],
+            vec![Feature::Mfcc, Feature::Mel],
+            vec![Feature::WhisperLogMel, Feature::Power, Feature::Magnitude],
+            vec![Feature::SpectralFlatness, Feature::SpectralCentroid],
+        ];
+        for top_db in [Some(80.0), None] {
+            for features in &sets {
+                let mut cfg = FeatureConfig::librosa_defaults(16000.0);
+                cfg.features = features.clone();
+                cfg.stft.n_fft = 400;
+                cfg.stft.win_length = 400;
+                cfg.stft.hop_length = 160;
+                cfg.n_mels = 40;
+                cfg.db.top_db = top_db;
+                let lanes = Arc::new(FeaturePlan::new(&cfg).unwrap());
+                if lanes.lanes().is_none() {
+                    assert_eq!(
+                        crate::Isa::best(),
+                        crate::Isa::Scalar,
+                        "a SIMD CPU gets lanes"
+                    );
+                    return;
+                }
+                let frames = Arc::new(FeaturePlan::new(&cfg).unwrap().frame_by_frame());
+                assert!(frames.lanes().is_none());
+                for len in [400, 2000, 16007] {
+                    let x = signal(len);
+                    let y: Vec<f32> = x.iter().map(|v| v * 0.5 - 0.01).collect();
+                    let want = frames.compute(&[&x, &y]).unwrap();
+                    let got = lanes.compute(&[&x, &y]).unwrap();
+                    assert_eq!(got.len(), want.len());
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!((g.feature, g.shape()), (w.feature, w.shape()));
+                        let scale = w
+                            .channels
+                            .iter()
+                            .flatten()
+                            .fold(0.0f32, |m, v| m.max(v.abs()));
+                        for (gc, wc) in g.channels.iter().zip(&w.channels) {
+                            for (i, (a, b)) in gc.iter().zip(wc).enumerate() {
+                                assert!(
+                                    (a - b).abs() <= 2e-3 + 1e-4 * scale,
+                                    "{:?} top_db {top_db:?} len {len} value {i}: {a} vs {b}",
+                                    g.feature
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn declared_bound_covers_every_frame() {
         #[derive(Default)]

@@ -451,12 +451,25 @@ const TILE_VALUES: usize = 4 << 20;
 /// ...but at least this many frames, so each row segment written is at least 16 KiB.
 const MIN_TILE_FRAMES: usize = 4096;
 
+/// Frames per band-major chunk of a store fed tiles: about `tile_values` values, a multiple
+/// of 16 (the widest SIMD tile), so each row segment written is at least 64 B and at most
+/// 64 KiB.
+fn chunk_frames(tile_values: usize, dim: usize) -> usize {
+    (tile_values / dim.max(1)).clamp(16, 16_384) / 16 * 16
+}
+
 /// The frames of one (slot, channel): in memory, or in a spill file once the item's memory
-/// budget is used up.
+/// budget is used up. Frame-major when fed frames ([`FrameSink::frame`]); in band-major
+/// chunks (`[dim][chunk]` each, librosa's orientation) when fed SIMD tiles
+/// ([`FrameSink::tile`]), so writing a feature copies rows instead of transposing.
 struct FrameStore {
     dim: usize,
     frames: usize,
+    /// Frames per band-major chunk, or `None` for frame-major.
+    chunk: Option<usize>,
     mem: Vec<f32>,
+    /// Band-major: chunks already in the spill file (the one being filled stays in `mem`).
+    spilled_chunks: usize,
     spill: Option<Spill>,
 }
 
@@ -466,6 +479,37 @@ struct Spill {
 }
 
 impl FrameStore {
+    fn new(dim: usize, chunk: Option<usize>, reserve: usize) -> FrameStore {
+        let mut mem = Vec::with_capacity(reserve);
+        advise_huge_pages(&mut mem);
+        FrameStore {
+            dim,
+            frames: 0,
+            chunk,
+            mem,
+            spilled_chunks: 0,
+            spill: None,
+        }
+    }
+
+    /// Values of a whole band-major chunk.
+    fn chunk_values(&self) -> usize {
+        self.chunk.map_or(0, |c| c * self.dim)
+    }
+
+    /// Values a tile of `count` frames adds to memory (new chunks it starts), in memory.
+    fn growth(&self, count: usize) -> usize {
+        match self.chunk {
+            None => count * self.dim,
+            Some(c) => {
+                let chunks = |f: usize| f.div_ceil(c);
+                (chunks(self.frames + count) - chunks(self.frames)) * c * self.dim
+            }
+        }
+    }
+
+    /// Moves what is in memory to a spill file (band-major: the complete chunks; the one
+    /// being filled stays).
     fn spill_to(&mut self, path: PathBuf) -> std::io::Result<()> {
         let file = File::options()
             .create_new(true)
@@ -473,13 +517,28 @@ impl FrameStore {
             .write(true)
             .open(&path)?;
         let mut writer = BufWriter::with_capacity(1 << 20, file);
-        write_f32s(&mut writer, &self.mem)?;
-        self.mem = Vec::new();
+        match self.chunk {
+            None => {
+                write_f32s(&mut writer, &self.mem)?;
+                self.mem = Vec::new();
+            }
+            Some(c) => {
+                let complete = self.frames / c;
+                let values = complete * self.chunk_values();
+                write_f32s(&mut writer, &self.mem[..values])?;
+                let current = self.mem[values..].to_vec();
+                self.mem = current;
+                self.spilled_chunks = complete;
+            }
+        }
         self.spill = Some(Spill { path, writer });
         Ok(())
     }
 
     fn push(&mut self, values: &[f32]) -> std::io::Result<()> {
+        if self.chunk.is_some() {
+            return self.push_tile(values, 1, 1);
+        }
         self.frames += 1;
         match &mut self.spill {
             Some(s) => write_f32s(&mut s.writer, values),
@@ -490,7 +549,49 @@ impl FrameStore {
         }
     }
 
-    /// Frames `[t0, t0 + n)` (frame-major): borrowed from memory, or read into `buf`.
+    /// Appends `count` frames of a `[value][lane]` tile ([`FrameSink::tile`]) to a
+    /// band-major store.
+    fn push_tile(&mut self, tile: &[f32], lanes: usize, count: usize) -> std::io::Result<()> {
+        let (Some(c), dim) = (self.chunk, self.dim) else {
+            unreachable!("tiles go to band-major stores")
+        };
+        let mut done = 0;
+        while done < count {
+            let off = self.frames % c;
+            if off == 0 {
+                let len = self.mem.len();
+                self.mem.resize(len + c * dim, 0.0);
+            }
+            let base = self.mem.len() - c * dim;
+            let n = (count - done).min(c - off);
+            let rows = self.mem[base..].chunks_exact_mut(c);
+            if n == 16 && done == 0 {
+                // A whole AVX-512 tile: fixed-size row copies (a variable-length copy is a
+                // memcpy call per row).
+                for (row, src) in rows.zip(tile.chunks_exact(lanes)) {
+                    let d: &mut [f32; 16] = (&mut row[off..off + 16]).try_into().expect("16");
+                    *d = src[..16].try_into().expect("16");
+                }
+            } else {
+                for (row, src) in rows.zip(tile.chunks_exact(lanes)) {
+                    row[off..off + n].copy_from_slice(&src[done..done + n]);
+                }
+            }
+            self.frames += n;
+            done += n;
+            if self.frames.is_multiple_of(c) {
+                if let Some(s) = &mut self.spill {
+                    write_f32s(&mut s.writer, &self.mem)?;
+                    self.spilled_chunks += 1;
+                    self.mem.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames `[t0, t0 + n)` of a frame-major store: borrowed from memory, or read into
+    /// `buf`.
     fn tile<'a>(
         &'a mut self,
         t0: usize,
@@ -502,19 +603,41 @@ impl FrameStore {
         match &mut self.spill {
             None => Ok(&self.mem[a..b]),
             Some(s) => {
-                use std::os::unix::fs::FileExt;
                 s.writer.flush()?;
-                let mut bytes = vec![0u8; (b - a) * 4];
-                s.writer.get_ref().read_exact_at(&mut bytes, a as u64 * 4)?;
-                buf.extend(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                );
+                read_f32s_at(s.writer.get_ref(), a, b - a, buf)?;
                 Ok(&buf[..])
             }
         }
     }
+
+    /// Band-major chunk `k` (all its `chunk * dim` values; frames past the store's end are
+    /// zeros): borrowed from memory, or read into `buf`.
+    fn chunk_at<'a>(&'a mut self, k: usize, buf: &'a mut Vec<f32>) -> std::io::Result<&'a [f32]> {
+        let size = self.chunk_values();
+        buf.clear();
+        match &mut self.spill {
+            None => Ok(&self.mem[k * size..(k + 1) * size]),
+            Some(_) if k >= self.spilled_chunks => Ok(&self.mem[..size]),
+            Some(s) => {
+                s.writer.flush()?;
+                read_f32s_at(s.writer.get_ref(), k * size, size, buf)?;
+                Ok(&buf[..])
+            }
+        }
+    }
+}
+
+/// Reads `n` little-endian f32 values at value offset `at` of `file` into `buf`.
+fn read_f32s_at(file: &File, at: usize, n: usize, buf: &mut Vec<f32>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; n * 4];
+    file.read_exact_at(&mut bytes, at as u64 * 4)?;
+    buf.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+    Ok(())
 }
 
 fn write_f32s(w: &mut impl Write, values: &[f32]) -> std::io::Result<()> {
@@ -577,6 +700,23 @@ impl FrameSink for ItemWriter<'_> {
         }
     }
 
+    fn tile(
+        &mut self,
+        slot: Slot,
+        channel: usize,
+        dim: usize,
+        lanes: usize,
+        count: usize,
+        tile: &[f32],
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.push_tile(slot, channel, dim, lanes, count, tile) {
+            self.error = Some(e);
+        }
+    }
+
     fn bound(&mut self, max_values: u64) {
         self.bound_values = max_values;
     }
@@ -590,19 +730,70 @@ impl ItemWriter<'_> {
     }
 
     fn push(&mut self, slot: Slot, channel: usize, values: &[f32]) -> Result<(), SinkError> {
-        self.sent_values = self.sent_values.saturating_add(values.len() as u64);
+        self.store_frames(slot, channel, values.len(), 1, 1, values)
+    }
+
+    fn push_tile(
+        &mut self,
+        slot: Slot,
+        channel: usize,
+        dim: usize,
+        lanes: usize,
+        count: usize,
+        tile: &[f32],
+    ) -> Result<(), SinkError> {
+        let frame_major = self
+            .stores
+            .get(&(slot, channel))
+            .is_some_and(|s| s.chunk.is_none());
+        if frame_major {
+            // A store that began with single frames stays frame-major.
+            let mut frame = vec![0.0; dim];
+            for f in 0..count {
+                for (i, v) in frame.iter_mut().enumerate() {
+                    *v = tile[i * lanes + f];
+                }
+                self.push(slot, channel, &frame)?;
+            }
+            return Ok(());
+        }
+        self.store_frames(slot, channel, dim, lanes, count, tile)
+    }
+
+    /// Stores `count` frames (one frame when `lanes == 1`, else a tile) after checking the
+    /// declared bound and making room within the memory budget.
+    fn store_frames(
+        &mut self,
+        slot: Slot,
+        channel: usize,
+        dim: usize,
+        lanes: usize,
+        count: usize,
+        values: &[f32],
+    ) -> Result<(), SinkError> {
+        let n_values = (dim * count) as u64;
+        self.sent_values = self.sent_values.saturating_add(n_values);
         if self.sent_values > self.bound_values {
             return Err(SinkError::OutputBound {
                 bound: self.bound_values,
             });
         }
-        let in_memory = self
-            .stores
-            .get(&(slot, channel))
-            .is_none_or(|s| s.spill.is_none());
-        if in_memory {
+        let key = (slot, channel);
+        let tiled = lanes > 1;
+        if !self.stores.contains_key(&key) {
+            let chunk = tiled.then(|| chunk_frames(self.tile_values, dim));
+            let room = self.budget_values.saturating_sub(self.used_values) / 2;
+            let want = match chunk {
+                None => self.expected_frames.saturating_mul(dim),
+                Some(c) => self.expected_frames.div_ceil(c).saturating_mul(c * dim),
+            };
+            self.stores
+                .insert(key, FrameStore::new(dim, chunk, want.min(room)));
+        }
+        let grow = self.stores[&key].growth(count);
+        if self.stores[&key].spill.is_none() {
             // Over budget: move the largest in-memory store to a spill file.
-            while self.used_values + values.len() > self.budget_values {
+            while self.used_values + grow > self.budget_values {
                 let Some(big) = self
                     .stores
                     .values_mut()
@@ -611,27 +802,21 @@ impl ItemWriter<'_> {
                 else {
                     break;
                 };
-                let freed = big.mem.len();
+                let before = big.mem.len();
                 let path = self.sink.tmp_path("spill.f32");
                 big.spill_to(path.clone()).map_err(io(&path))?;
-                self.used_values -= freed;
+                self.used_values -= before - big.mem.len();
             }
         }
-        let store = self.stores.entry((slot, channel)).or_insert_with(|| {
-            let room = self.budget_values.saturating_sub(self.used_values) / 2;
-            let want = self.expected_frames.saturating_mul(values.len());
-            let mut mem = Vec::with_capacity(want.min(room));
-            advise_huge_pages(&mut mem);
-            FrameStore {
-                dim: values.len(),
-                frames: 0,
-                mem,
-                spill: None,
-            }
-        });
-        debug_assert_eq!(store.dim, values.len());
+        let store = self.stores.get_mut(&key).expect("inserted above");
+        debug_assert_eq!(store.dim, dim);
         let spilled = store.spill.is_some();
-        store.push(values).map_err(|source| SinkError::Io {
+        let pushed = if store.chunk.is_some() {
+            store.push_tile(values, lanes, count)
+        } else {
+            store.push(values)
+        };
+        pushed.map_err(|source| SinkError::Io {
             path: store
                 .spill
                 .as_ref()
@@ -639,7 +824,7 @@ impl ItemWriter<'_> {
             source,
         })?;
         if !spilled {
-            self.used_values += values.len();
+            self.used_values += grow;
         }
         Ok(())
     }
@@ -708,6 +893,40 @@ impl ItemWriter<'_> {
             let Some(store) = self.stores.get_mut(&(slot, c)) else {
                 continue; // a feature with no frames at all (e.g. Whisper on one frame)
             };
+            let at = |d: usize, t0: usize| base + (((c * dim + d) * frames + t0) * 4) as u64;
+            if let Some(chunk) = store.chunk {
+                // Band-major chunks: each row segment is already in place; deferred
+                // features are finished per chunk.
+                let k = klio_dsp::Kernels::active();
+                let (src_dim, mut frame_buf) = (store.dim, Vec::new());
+                for ci in 0..frames.div_ceil(chunk) {
+                    let (t0, n) = (ci * chunk, chunk.min(frames - ci * chunk));
+                    let values = store.chunk_at(ci, &mut src)?;
+                    let rows = if !deferred {
+                        values
+                    } else if fin.is_elementwise(feature) {
+                        fin_buf.clear();
+                        fin_buf.extend_from_slice(values);
+                        fin.finish_in_place(feature, &mut fin_buf);
+                        &fin_buf[..]
+                    } else {
+                        // Not elementwise (a deferred MFCC): through frame-major and back.
+                        frame_buf.resize(values.len(), 0.0);
+                        k.transpose(values, src_dim, chunk, &mut frame_buf);
+                        fin_buf.resize(chunk * dim, 0.0);
+                        fin.finish_frames(feature, &frame_buf, &mut fin_buf);
+                        out.resize(chunk * dim, 0.0);
+                        k.transpose(&fin_buf, chunk, dim, &mut out);
+                        &out[..]
+                    };
+                    let bytes = f32_bytes(rows);
+                    for d in 0..dim {
+                        let row = &bytes[d * chunk * 4..(d * chunk + n) * 4];
+                        file.write_all_at(row, at(d, t0))?;
+                    }
+                }
+                continue;
+            }
             let mut t0 = 0;
             while t0 < frames {
                 let n = tile.min(frames - t0);
@@ -723,12 +942,11 @@ impl ItemWriter<'_> {
                 out.resize(n * dim, 0.0);
                 klio_dsp::Kernels::active().transpose(frame_major, n, dim, &mut out);
                 let bytes = f32_bytes(&out);
-                let at = |d: usize| base + (((c * dim + d) * frames + t0) * 4) as u64;
                 if n == frames {
-                    file.write_all_at(bytes, at(0))?;
+                    file.write_all_at(bytes, at(0, t0))?;
                 } else {
                     for d in 0..dim {
-                        file.write_all_at(&bytes[d * n * 4..(d + 1) * n * 4], at(d))?;
+                        file.write_all_at(&bytes[d * n * 4..(d + 1) * n * 4], at(d, t0))?;
                     }
                 }
                 t0 += n;
@@ -899,16 +1117,37 @@ mod tests {
     /// Streams a stereo signal into an item writer and compares every file with the
     /// in-memory result; `budget` and `tile` small enough force spill files and tiling.
     fn round_trip(budget: u64, tile: usize) {
+        // A deferred MFCC: the pending mel comes frame by frame, the mel as tiles.
+        round_trip_of(
+            budget,
+            tile,
+            &[
+                Feature::Mel,
+                Feature::LogMel,
+                Feature::Mfcc,
+                Feature::WhisperLogMel,
+                Feature::Rms,
+            ],
+        );
+        // Deferred and elementwise: the pending mel comes as tiles too.
+        round_trip_of(
+            budget,
+            tile,
+            &[
+                Feature::LogMel,
+                Feature::WhisperLogMel,
+                Feature::Power,
+                Feature::Mel,
+                Feature::Magnitude,
+            ],
+        );
+    }
+
+    fn round_trip_of(budget: u64, tile: usize, features: &[Feature]) {
         let dir = tempfile::tempdir().unwrap();
         let sink = Sink::open(dir.path()).unwrap();
         let mut cfg = FeatureConfig::librosa_defaults(16000.0);
-        cfg.features = vec![
-            Feature::Mel,
-            Feature::LogMel,
-            Feature::Mfcc,
-            Feature::WhisperLogMel,
-            Feature::Rms,
-        ];
+        cfg.features = features.to_vec();
         cfg.stft.n_fft = 400;
         cfg.stft.win_length = 400;
         cfg.stft.hop_length = 160;
@@ -928,12 +1167,18 @@ mod tests {
         }
         let fin = s.finish(&mut w).unwrap();
         assert_eq!(w.spilled(), budget < 1 << 20);
+        // With SIMD lanes the mel comes as tiles into band-major stores.
+        let chunked = w.stores.values().any(|s| s.chunk.is_some());
+        assert_eq!(chunked, plan.lanes().is_some(), "{features:?}");
         let staging = sink.temp_folder("e").unwrap();
-        assert_eq!(w.write_features(&fin, &staging).unwrap().len(), 5);
+        assert_eq!(
+            w.write_features(&fin, &staging).unwrap().len(),
+            features.len()
+        );
         let names = sink
             .commit_staged("e", &staging, &ItemMeta::default())
             .unwrap();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), features.len() + 1);
         drop(staging);
         for f in &want {
             let (shape, data) = read_npy(&dir.path().join(format!("e/{}.npy", f.feature.name())));

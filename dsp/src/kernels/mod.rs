@@ -272,6 +272,11 @@ impl Kernels {
         dispatch!(self, m => m::transpose(src, rows, cols, dst))
     }
 
+    /// Whether every value of `x` is finite (no NaN, no infinity).
+    pub fn all_finite(self, x: &[f32]) -> bool {
+        dispatch!(self, m => m::all_finite(x))
+    }
+
     /// `max(x[i])`, or negative infinity for an empty slice.
     pub fn max(self, x: &[f32]) -> f32 {
         dispatch!(self, m => m::max(x))

@@ -47,6 +47,11 @@ pub fn max(x: &[f32]) -> f32 {
     x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
+/// Whether every value is finite (neither NaN nor infinite).
+pub fn all_finite(x: &[f32]) -> bool {
+    x.iter().all(|v| v.is_finite())
+}
+
 /// `sum(w * (f - c)^2)`.
 pub fn weighted_sq_dev(w: &[f32], f: &[f32], c: f32) -> f32 {
     w.iter()

@@ -342,3 +342,24 @@ fn transpose_moves_every_value_for_every_shape() {
         }
     }
 }
+
+#[test]
+fn all_finite_finds_every_nan_and_infinity() {
+    let mut rng = Rng::new(11);
+    for k in all() {
+        for n in LENGTHS {
+            let x = rng.vec(n);
+            assert!(k.all_finite(&x), "{k:?} n={n}");
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for at in [0, n / 2, n.saturating_sub(1)] {
+                    if n == 0 {
+                        continue;
+                    }
+                    let mut y = x.clone();
+                    y[at] = bad;
+                    assert!(!k.all_finite(&y), "{k:?} n={n} {bad} at {at}");
+                }
+            }
+        }
+    }
+}

@@ -166,6 +166,25 @@ pub(crate) unsafe fn max<V: Simd>(x: &[f32]) -> f32 {
     m.hmax().max(scalar::max(&x[i..]))
 }
 
+/// `x - x` is 0 for finite lanes and NaN otherwise; NaN survives every sum (four
+/// accumulators, so the adds overlap).
+#[inline(always)]
+pub(crate) unsafe fn all_finite<V: Simd>(x: &[f32]) -> bool {
+    let (n, l) = (x.len(), V::LANES);
+    let p = x.as_ptr();
+    let mut acc = [V::splat(0.0); 4];
+    let mut i = 0;
+    while i + 4 * l <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let v = V::load(p.add(i + k * l));
+            *a = a.add(v.sub(v));
+        }
+        i += 4 * l;
+    }
+    let s = acc[0].add(acc[1]).add(acc[2].add(acc[3]));
+    s.hsum() == 0.0 && scalar::all_finite(&x[i..])
+}
+
 #[inline(always)]
 pub(crate) unsafe fn weighted_sq_dev<V: Simd>(w: &[f32], f: &[f32], c: f32) -> f32 {
     let (n, l) = (w.len(), V::LANES);
@@ -422,6 +441,12 @@ macro_rules! entry_points {
         #[target_feature(enable = $features)]
         pub unsafe fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
             vector::transpose::<V>(src, rows, cols, dst)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn all_finite(x: &[f32]) -> bool {
+            vector::all_finite::<V>(x)
         }
         /// Lanes of this ISA's register.
         pub const LANES: usize = <V as vector::Simd>::LANES;

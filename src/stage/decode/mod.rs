@@ -670,7 +670,7 @@ impl AudioStream {
         }
         self.packets += 1;
         if let Some(pcm) = self.pcm {
-            pcm.to_planar(&packet.data, &mut self.scratch, &mut self.decoded);
+            pcm.convert_into(&packet.data, &mut self.scratch, &mut self.decoded);
         } else {
             let buf = match self.decoder.decode(&packet) {
                 Ok(buf) => buf,

@@ -87,7 +87,7 @@ impl Pcm {
     /// Converts the whole frames of `data` into `planes` (one per channel, replaced), as
     /// symphonia's decoder would: a trailing partial frame is dropped. `scratch` holds the
     /// interleaved samples of multichannel streams.
-    pub fn to_planar(&self, data: &[u8], scratch: &mut Vec<f32>, planes: &mut Vec<Vec<f32>>) {
+    pub fn convert_into(&self, data: &[u8], scratch: &mut Vec<f32>, planes: &mut Vec<Vec<f32>>) {
         let frames = data.len() / self.frame_bytes();
         let data = &data[..frames * self.frame_bytes()];
         planes.resize_with(self.channels, Vec::new);
@@ -202,7 +202,7 @@ mod tests {
                     .expect("decodes")
                     .copy_to_vecs_planar::<f32>(&mut want);
                 let (mut got, mut scratch) = (Vec::new(), Vec::new());
-                pcm.to_planar(&bytes, &mut scratch, &mut got);
+                pcm.convert_into(&bytes, &mut scratch, &mut got);
                 assert_eq!(got.len(), want.len(), "{codec:?} x{channels}");
                 for (g, w) in got.iter().zip(&want) {
                     assert_eq!(g.len(), w.len(), "{codec:?} x{channels}");
