@@ -66,6 +66,15 @@ impl DctPlan {
         self.n_out
     }
 
+    /// Transforms `cols` frames laid out band-major (`input` is `n_in` rows of `cols`, as
+    /// SIMD tiles and the sink's chunks are) into `n_out` rows of `cols`.
+    ///
+    /// # Panics
+    /// If the slice lengths do not match the plan.
+    pub fn process_band_major(&self, input: &[f32], cols: usize, out: &mut [f32]) {
+        self.k.dense_rows(&self.matrix, self.n_in, input, cols, out);
+    }
+
     /// Transforms one frame.
     ///
     /// # Panics

@@ -181,16 +181,11 @@ pub struct FeaturePlan {
     /// The STFT in SIMD lanes ([`crate::kernels::lanes`]): `None` for the scalar kernels and
     /// for sizes the lane FFT does not cover (then every frame goes through realfft).
     lane: Option<LaneFft>,
-    /// On the lane path, what goes on per frame after the tiles ([`FrameSink::tile`]: power,
-    /// magnitude and mel outputs, and the pending mel unless MFCC is deferred): each frame's
-    /// power (flatness), magnitude (centroid, bandwidth, rolloff) and mel (local dB, MFCC,
-    /// pending mel for a deferred MFCC).
+    /// On the lane path every spectrum, mel, dB and MFCC output leaves as a tile
+    /// ([`FrameSink::tile`]); what goes on per frame is the spectral descriptors, from each
+    /// frame's power (flatness) and magnitude (centroid, bandwidth, rolloff).
     frame_power: bool,
     frame_magnitude: bool,
-    frame_mel: bool,
-    /// The pending mel goes to the sink as tiles: every deferred feature is elementwise in
-    /// it (log-mel, Whisper), so a band-major store can finish it in place.
-    pending_tiles: bool,
 }
 
 impl FeaturePlan {
@@ -279,15 +274,10 @@ impl FeaturePlan {
         let frame_magnitude = cfg.wants(Feature::SpectralCentroid)
             || cfg.wants(Feature::SpectralBandwidth)
             || cfg.wants(Feature::SpectralRolloff);
-        let pending_tiles = !(deferred_db && cfg.wants(Feature::Mfcc));
-        let local_db = !deferred_db && (cfg.wants(Feature::LogMel) || cfg.wants(Feature::Mfcc));
-        let frame_mel = mel.is_some() && (local_db || !pending_tiles);
         Ok(FeaturePlan {
             lane,
             frame_power,
             frame_magnitude,
-            frame_mel,
-            pending_tiles,
             cfg: cfg.clone(),
             k,
             stft,
@@ -631,7 +621,7 @@ impl Finalizer {
 
     /// Whether the deferred `feature` is elementwise in the pending mel (log-mel, Whisper),
     /// so [`Self::finish_in_place`] can finish pending values in any layout.
-    pub fn is_elementwise(&self, feature: Feature) -> bool {
+    fn is_elementwise(&self, feature: Feature) -> bool {
         matches!(feature, Feature::LogMel | Feature::WhisperLogMel) && self.is_deferred(feature)
     }
 
@@ -640,7 +630,7 @@ impl Finalizer {
     ///
     /// # Panics
     /// If `feature` is not deferred and elementwise.
-    pub fn finish_in_place(&self, feature: Feature, values: &mut [f32]) {
+    fn finish_in_place(&self, feature: Feature, values: &mut [f32]) {
         assert!(
             self.is_elementwise(feature),
             "{feature:?} is not elementwise"
@@ -654,6 +644,36 @@ impl Finalizer {
             let mut m = [self.max_mel];
             let max_log = k.log_scaled(&mut m, 1e-10, per_ln, 0.0);
             k.clamp_affine(values, max_log - 8.0, 0.25, 1.0);
+        }
+    }
+
+    /// Turns `cols` pending mel frames laid out band-major (`n_mels` rows of `cols`, the
+    /// sink's chunks) into the deferred `feature`, `dim` rows of `cols` (librosa's
+    /// orientation): elementwise for log-mel and Whisper, then the DCT over the columns for
+    /// MFCC. `scratch` holds the dB values of an MFCC.
+    ///
+    /// # Panics
+    /// If `feature` is not deferred or the lengths do not agree.
+    pub fn finish_band_major(
+        &self,
+        feature: Feature,
+        pending: &[f32],
+        cols: usize,
+        scratch: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        assert!(self.is_deferred(feature), "{feature:?} is not deferred");
+        assert_eq!(pending.len(), self.pending_dim() * cols);
+        assert_eq!(out.len(), self.dim(feature) * cols);
+        if self.is_elementwise(feature) {
+            out.copy_from_slice(pending);
+            self.finish_in_place(feature, out);
+        } else {
+            let dct = self.plan.dct.as_ref().expect("mfcc has a DCT plan");
+            scratch.clear();
+            scratch.extend_from_slice(pending);
+            self.log_mel_in_place(scratch);
+            dct.process_band_major(scratch, cols, out);
         }
     }
 
@@ -705,6 +725,9 @@ struct LaneBuffers {
     power: Vec<f32>,
     magnitude: Vec<f32>,
     mel: Vec<f32>,
+    /// The mel in dB and the MFCCs, `[value][frame]` (local dB only).
+    db: Vec<f32>,
+    mfcc: Vec<f32>,
 }
 
 /// Per-stream buffers reused for every frame.
@@ -764,6 +787,8 @@ impl FeatureStream {
                 power: vec![0.0; n_bins * l.lanes()],
                 magnitude: vec![0.0; n_bins * l.lanes()],
                 mel: vec![0.0; cfg.n_mels * l.lanes()],
+                db: vec![0.0; cfg.n_mels * l.lanes()],
+                mfcc: vec![0.0; cfg.n_mfcc * l.lanes()],
             }),
             stft: plan.stft.make_scratch(),
             fbank: plan.fbank.as_ref().map(FbankPlan::make_scratch),
@@ -1009,11 +1034,35 @@ fn lane_batch(
         if cfg.wants(Feature::Mel) {
             sink.tile(Slot::Output(Feature::Mel), c, n_mels, l, count, &lb.mel);
         }
-        if plan.needs_pending() && plan.pending_tiles {
+        if plan.needs_pending() {
             sink.tile(Slot::PendingMel, c, n_mels, l, count, &lb.mel);
         }
+        let local_db = !plan.deferred_db && (cfg.wants(Feature::LogMel) || plan.dct.is_some());
+        if local_db {
+            // The dB in lanes (padding lanes hold zeros: their log is finite, and unsent).
+            let offset = match cfg.db.reference {
+                DbReference::Value(v) => db_offset(v.abs(), cfg.db.amin),
+                DbReference::Max => unreachable!("ref=max is deferred"),
+            };
+            lb.db.copy_from_slice(&lb.mel);
+            k.log_scaled(&mut lb.db, cfg.db.amin, DB_PER_LN, -offset);
+            if cfg.wants(Feature::LogMel) {
+                sink.tile(Slot::Output(Feature::LogMel), c, n_mels, l, count, &lb.db);
+            }
+            if let Some(dct) = &plan.dct {
+                dct.process_band_major(&lb.db, l, &mut lb.mfcc);
+                sink.tile(
+                    Slot::Output(Feature::Mfcc),
+                    c,
+                    dct.n_out(),
+                    l,
+                    count,
+                    &lb.mfcc,
+                );
+            }
+        }
     }
-    if plan.frame_power || plan.frame_magnitude || plan.frame_mel {
+    if plan.frame_power || plan.frame_magnitude {
         for f in 0..count {
             if plan.frame_power {
                 for (i, v) in b.power.iter_mut().enumerate() {
@@ -1025,11 +1074,6 @@ fn lane_batch(
                     *v = lb.magnitude[i * l + f];
                 }
             }
-            if plan.frame_mel {
-                for (i, v) in b.mel.iter_mut().enumerate() {
-                    *v = lb.mel[i * l + f];
-                }
-            }
             after_spectrum(plan, b, c, sink, true);
         }
     }
@@ -1039,8 +1083,7 @@ fn lane_batch(
 /// What follows the spectrum of one frame: its outputs, its mel outputs (`b.mel` holds the
 /// bands) and the descriptors.
 ///
-/// After [`lane_batch`]'s tiles (`tiled`), only what they did not send: no power, magnitude
-/// or mel outputs, and the pending mel only when it is not tiled.
+/// After [`lane_batch`]'s tiles (`tiled`), only what they did not send: the descriptors.
 fn after_spectrum(
     plan: &FeaturePlan,
     b: &mut Buffers,
@@ -1056,14 +1099,12 @@ fn after_spectrum(
     if wants(Feature::Power) && !tiled {
         sink.frame(Slot::Output(Feature::Power), c, &b.power);
     }
-    if plan.mel.is_some() {
-        if !tiled {
-            b.max_mel = b.max_mel.max(k.max(&b.mel));
-            if wants(Feature::Mel) {
-                sink.frame(Slot::Output(Feature::Mel), c, &b.mel);
-            }
+    if plan.mel.is_some() && !tiled {
+        b.max_mel = b.max_mel.max(k.max(&b.mel));
+        if wants(Feature::Mel) {
+            sink.frame(Slot::Output(Feature::Mel), c, &b.mel);
         }
-        if plan.needs_pending() && !(tiled && plan.pending_tiles) {
+        if plan.needs_pending() {
             sink.frame(Slot::PendingMel, c, &b.mel);
         }
         let local_db = !plan.deferred_db && (wants(Feature::LogMel) || wants(Feature::Mfcc));

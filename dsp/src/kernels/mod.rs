@@ -272,6 +272,20 @@ impl Kernels {
         dispatch!(self, m => m::transpose(src, rows, cols, dst))
     }
 
+    /// A dense `n_out x n_in` matrix `m` (row-major) times `x`, `n_in` rows of `cols`
+    /// (band-major): `out[o * cols + t] = sum_i m[o * n_in + i] * x[i * cols + t]`. How a DCT
+    /// runs over a band-major tile of frames.
+    ///
+    /// # Panics
+    /// If `m` is not a whole number of rows of `n_in`, or `x` or `out` is not `n_in * cols`
+    /// or `n_out * cols` values.
+    pub fn dense_rows(self, m: &[f32], n_in: usize, x: &[f32], cols: usize, out: &mut [f32]) {
+        assert!(n_in > 0 && m.len().is_multiple_of(n_in));
+        assert_eq!(x.len(), n_in * cols);
+        assert_eq!(out.len(), m.len() / n_in * cols);
+        dispatch!(self, k => k::dense_rows(m, n_in, x, cols, out))
+    }
+
     /// Whether every value of `x` is finite (no NaN, no infinity).
     pub fn all_finite(self, x: &[f32]) -> bool {
         dispatch!(self, m => m::all_finite(x))

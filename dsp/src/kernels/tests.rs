@@ -363,3 +363,29 @@ fn all_finite_finds_every_nan_and_infinity() {
         }
     }
 }
+
+#[test]
+fn dense_rows_match_f64() {
+    let mut rng = Rng::new(13);
+    for k in all() {
+        for (n_in, n_out) in [(1, 1), (40, 13), (80, 20), (128, 40)] {
+            for cols in [1, 3, 4, 8, 16, 17, 64, 100, 333] {
+                let m = rng.vec(n_in * n_out);
+                let x = rng.vec(n_in * cols);
+                let mut out = vec![f32::NAN; n_out * cols];
+                k.dense_rows(&m, n_in, &x, cols, &mut out);
+                for o in 0..n_out {
+                    for t in 0..cols {
+                        let want: f64 = (0..n_in)
+                            .map(|i| m[o * n_in + i] as f64 * x[i * cols + t] as f64)
+                            .sum();
+                        assert!(
+                            close(out[o * cols + t], want, 1e-5, 1e-5),
+                            "{k:?} {n_out}x{n_in} cols {cols} at ({o}, {t})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

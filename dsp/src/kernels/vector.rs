@@ -166,6 +166,59 @@ pub(crate) unsafe fn max<V: Simd>(x: &[f32]) -> f32 {
     m.hmax().max(scalar::max(&x[i..]))
 }
 
+/// `out[o * cols + t] = sum_i m[o * n_in + i] * x[i * cols + t]`: a small dense matrix
+/// times band-major columns, each weight broadcast over `4 * LANES` columns at a time (the
+/// DCT of a mel tile or chunk).
+#[inline(always)]
+pub(crate) unsafe fn dense_rows<V: Simd>(
+    m: &[f32],
+    n_in: usize,
+    x: &[f32],
+    cols: usize,
+    out: &mut [f32],
+) {
+    let l = V::LANES;
+    let n_out = m.len() / n_in.max(1);
+    let (mp, xp, op) = (m.as_ptr(), x.as_ptr(), out.as_mut_ptr());
+    let mut t = 0;
+    while t + 4 * l <= cols {
+        for o in 0..n_out {
+            let mut acc = [V::splat(0.0); 4];
+            for i in 0..n_in {
+                let w = V::splat(*mp.add(o * n_in + i));
+                let row = xp.add(i * cols + t);
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = w.mul_add(V::load(row.add(k * l)), *a);
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                a.store(op.add(o * cols + t + k * l));
+            }
+        }
+        t += 4 * l;
+    }
+    while t + l <= cols {
+        for o in 0..n_out {
+            let mut acc = V::splat(0.0);
+            for i in 0..n_in {
+                let w = V::splat(*mp.add(o * n_in + i));
+                acc = w.mul_add(V::load(xp.add(i * cols + t)), acc);
+            }
+            acc.store(op.add(o * cols + t));
+        }
+        t += l;
+    }
+    for t in t..cols {
+        for o in 0..n_out {
+            let mut acc = 0.0f32;
+            for i in 0..n_in {
+                acc = (*mp.add(o * n_in + i)).mul_add(*xp.add(i * cols + t), acc);
+            }
+            *op.add(o * cols + t) = acc;
+        }
+    }
+}
+
 /// `x - x` is 0 for finite lanes and NaN otherwise; NaN survives every sum (four
 /// accumulators, so the adds overlap).
 #[inline(always)]
@@ -447,6 +500,13 @@ macro_rules! entry_points {
         #[target_feature(enable = $features)]
         pub unsafe fn all_finite(x: &[f32]) -> bool {
             vector::all_finite::<V>(x)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features; sizes as
+        /// [`super::Kernels::dense_rows`] checks.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dense_rows(m: &[f32], n_in: usize, x: &[f32], cols: usize, out: &mut [f32]) {
+            vector::dense_rows::<V>(m, n_in, x, cols, out)
         }
         /// Lanes of this ISA's register.
         pub const LANES: usize = <V as vector::Simd>::LANES;
