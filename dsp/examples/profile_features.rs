@@ -16,6 +16,11 @@ impl FrameSink for Count {
         self.0 += values.len() as u64;
         self.1 += values[0];
     }
+
+    fn tile(&mut self, _: Slot, _: usize, dim: usize, _: usize, count: usize, tile: &[f32]) {
+        self.0 += (dim * count) as u64;
+        self.1 += tile[0];
+    }
 }
 
 fn main() {
