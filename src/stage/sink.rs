@@ -781,7 +781,13 @@ impl ItemWriter<'_> {
         let key = (slot, channel);
         let tiled = lanes > 1;
         if !self.stores.contains_key(&key) {
-            let chunk = tiled.then(|| chunk_frames(self.tile_values, dim));
+            // An item known to be short gets one chunk of its own length: a 10 s clip's
+            // log-mel is then one 320 KB chunk written in one piece, not a 5 MB chunk
+            // written a row at a time.
+            let chunk = tiled.then(|| match self.expected_frames {
+                0 => chunk_frames(self.tile_values, dim),
+                e => chunk_frames(self.tile_values, dim).min(e),
+            });
             let room = self.budget_values.saturating_sub(self.used_values) / 2;
             let want = match chunk {
                 None => self.expected_frames.saturating_mul(dim),
@@ -907,6 +913,17 @@ impl ItemWriter<'_> {
                     } else {
                         values
                     };
+                    if frames <= chunk {
+                        // The whole feature in one chunk: its rows, packed, are the file's.
+                        let mut packed = std::mem::take(&mut out);
+                        packed.clear();
+                        for d in 0..dim {
+                            packed.extend_from_slice(&rows[d * chunk..d * chunk + n]);
+                        }
+                        file.write_all_at(f32_bytes(&packed), at(0, 0))?;
+                        out = packed;
+                        continue;
+                    }
                     let bytes = f32_bytes(rows);
                     for d in 0..dim {
                         let row = &bytes[d * chunk * 4..(d * chunk + n) * 4];
@@ -1149,6 +1166,10 @@ mod tests {
         let mut w = sink.begin_item(budget);
         w.tile_values = tile;
         w.min_tile_frames = 1;
+        if budget >= 1 << 20 {
+            // The pipeline's hint (an upper bound): chunks the length of the item.
+            w.expect_frames(40_000 / 160 + 2);
+        }
         let mut s = FeatureStream::new(Arc::clone(&plan), 2);
         for (a, b) in x.chunks(3000).zip(y.chunks(3000)) {
             s.push(&[a, b], &mut w).unwrap();
