@@ -214,8 +214,27 @@ fn io_error(e: std::io::Error, context: &str) -> DecodeError {
     }
 }
 
-/// Input frames per resampler FFT block (rounded up to the rates' minimum block).
+/// Input frames per resampler FFT block, at least (rounded up to the rates' minimum block).
 const RESAMPLER_BLOCK: usize = 4096;
+
+/// The resampler's block for `from -> to` Hz: `k` of the rates' minimum block (`from / gcd`
+/// input frames), `k` at least enough for [`RESAMPLER_BLOCK`] frames and at most twice that,
+/// with the smallest odd part (then the smallest), so the block's FFTs (`2 k from / gcd` and
+/// `2 k to / gcd` points) have the fewest odd factors. For 44.1 -> 16 kHz (minimum block 441
+/// = 3^2 7^2) that is k = 16 (7,056 frames) instead of 10 (4,410: FFTs with a 5 besides the
+/// 7s): the resampler ran in 1,117 ms per hour, now about 740 ms, with a longer filter.
+fn resampler_block(from: u32, to: u32) -> usize {
+    let (mut a, mut b) = (from as usize, to as usize);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    let min_in = from as usize / a.max(1);
+    let k0 = RESAMPLER_BLOCK.div_ceil(min_in).max(1);
+    let k = (k0..=2 * k0)
+        .min_by_key(|k| (k >> k.trailing_zeros(), *k))
+        .unwrap_or(k0);
+    k * min_in
+}
 
 /// A finite sample within [`MAX_SAMPLE_MAGNITUDE`] (NaN is not).
 fn in_range(v: f32) -> bool {
@@ -799,7 +818,7 @@ impl AudioStream {
 /// A streaming wrapper around rubato's FFT resampler that trims its delay and returns exactly
 /// `ceil(n_in * out_rate / in_rate)` frames, like a whole-signal resample would.
 ///
-/// The FFT block is about [`RESAMPLER_BLOCK`] input frames, one sub-chunk: its anti-aliasing
+/// The FFT block is [`resampler_block`] input frames (4,096 to 8,192), one sub-chunk: its anti-aliasing
 /// filter is as long as the block, so the passband is flat (within 0.01 dB) to 0.98 of the
 /// lower Nyquist frequency and the stopband is past 130 dB beyond it. rubato's default (a
 /// 256-frame sub-chunk) was -7.7 dB at 0.9 of Nyquist for 44.1 -> 22.05 kHz and -25 dB for
@@ -828,7 +847,7 @@ impl StreamResampler {
         let inner = Fft::<f32>::new_custom(
             from as usize,
             to as usize,
-            RESAMPLER_BLOCK,
+            resampler_block(from, to),
             1,
             channels,
             WindowFunction::BlackmanHarris2,
@@ -923,5 +942,68 @@ impl StreamResampler {
         }
         self.frames_out = want;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gain (dB) of a sine at `f` Hz through the streaming resampler, measured in the middle
+    /// of the output (away from the ends), fed in 1,000-frame blocks.
+    fn gain_db(from: u32, to: u32, f: f64) -> f64 {
+        let mut r = StreamResampler::new(from, to, 1).unwrap();
+        let n = from as usize * 2;
+        let x: Vec<f32> = (0..n)
+            .map(|i| (2.0 * std::f64::consts::PI * f * i as f64 / from as f64).sin() as f32 * 0.5)
+            .collect();
+        let mut out = vec![Vec::new()];
+        for c in x.chunks(1000) {
+            r.push(&[c.to_vec()], &mut out).unwrap();
+        }
+        r.finish(&mut out).unwrap();
+        let y = &out[0];
+        assert_eq!(y.len() as u64, (n as u64 * to as u64).div_ceil(from as u64));
+        let mid = &y[y.len() / 4..3 * y.len() / 4];
+        let rms = (mid.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mid.len() as f64).sqrt();
+        20.0 * (rms / (0.5 / 2f64.sqrt())).log10()
+    }
+
+    /// The resampler's passband stays flat to 0.98 of the lower Nyquist frequency and its
+    /// stopband deep, for the blocks [`resampler_block`] picks.
+    #[test]
+    fn resampler_is_flat_to_098_of_nyquist_and_deep_beyond() {
+        for (from, to) in [
+            (44_100, 16_000),
+            (48_000, 16_000),
+            (44_100, 22_050),
+            (22_050, 16_000),
+        ] {
+            let nyq = from.min(to) as f64 / 2.0;
+            for frac in [0.5, 0.9, 0.95, 0.98] {
+                let g = gain_db(from, to, frac * nyq);
+                assert!(
+                    g.abs() < 0.05,
+                    "{from} -> {to}: {g:.3} dB at {frac} of Nyquist"
+                );
+            }
+            if to < from {
+                let g = gain_db(from, to, 1.05 * nyq);
+                assert!(g < -100.0, "{from} -> {to}: {g:.1} dB at 1.05 of Nyquist");
+            }
+        }
+    }
+
+    #[test]
+    fn resampler_blocks_have_few_odd_factors() {
+        assert_eq!(resampler_block(44_100, 16_000), 16 * 441);
+        assert_eq!(resampler_block(22_050, 16_000), 16 * 441);
+        assert_eq!(resampler_block(48_000, 16_000), 2048 * 3);
+        assert_eq!(resampler_block(44_100, 22_050), 4096);
+        assert_eq!(resampler_block(8_000, 16_000), 4096);
+        for (from, to) in [(44_100, 16_000), (48_000, 16_000), (11_025, 16_000), (7, 5)] {
+            let b = resampler_block(from, to);
+            assert!((RESAMPLER_BLOCK..=2 * RESAMPLER_BLOCK + from as usize).contains(&b));
+        }
     }
 }
