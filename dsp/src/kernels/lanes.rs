@@ -63,14 +63,24 @@ impl Layout {
         }
     }
 
+    /// The position of element `e`; `PAD` says whether this layout pads (a constant, so the
+    /// unpadded sizes compute no shift at all).
     #[inline(always)]
-    fn at(self, e: usize) -> usize {
-        e * self.lanes + (e >> self.shift) * self.pad
+    fn at<const PAD: bool>(self, e: usize) -> usize {
+        if PAD {
+            e * self.lanes + (e >> self.shift) * self.pad
+        } else {
+            e * self.lanes
+        }
+    }
+
+    fn padded(self) -> bool {
+        self.pad > 0
     }
 
     /// Values a scratch array needs for `m` elements.
     fn len(self, m: usize) -> usize {
-        self.at(m.max(1) - 1) + self.lanes
+        self.at::<true>(m.max(1) - 1) + self.lanes
     }
 }
 
@@ -300,23 +310,23 @@ unsafe fn dft<V: Simd>(a: &mut [C<V>; 5], r: usize) {
 
 /// One Stockham pass, specialised for its radix.
 #[inline(always)]
-unsafe fn stage<V: Simd>(
+unsafe fn stage<V: Simd, const PAD: bool>(
     st: &Stage,
     lay: Layout,
     x: (*const f32, *const f32),
     y: (*mut f32, *mut f32),
 ) {
     match st.radix {
-        2 => stage_r::<V, 2>(st, lay, x, y),
-        3 => stage_r::<V, 3>(st, lay, x, y),
-        4 => stage_r::<V, 4>(st, lay, x, y),
-        _ => stage_r::<V, 5>(st, lay, x, y),
+        2 => stage_r::<V, 2, PAD>(st, lay, x, y),
+        3 => stage_r::<V, 3, PAD>(st, lay, x, y),
+        4 => stage_r::<V, 4, PAD>(st, lay, x, y),
+        _ => stage_r::<V, 5, PAD>(st, lay, x, y),
     }
 }
 
 /// One Stockham pass: `y[q + s (r p + j)] = w^(p j) * DFT_r(x[q + s (p + k m)])_j`.
 #[inline(always)]
-unsafe fn stage_r<V: Simd, const R: usize>(
+unsafe fn stage_r<V: Simd, const R: usize, const PAD: bool>(
     st: &Stage,
     lay: Layout,
     (xr, xi): (*const f32, *const f32),
@@ -339,17 +349,17 @@ unsafe fn stage_r<V: Simd, const R: usize>(
         }
         for q in 0..s {
             for (k, ak) in a.iter_mut().enumerate().take(r) {
-                *ak = C::load(xr, xi, lay.at(q + s * (p + k * m)));
+                *ak = C::load(xr, xi, lay.at::<PAD>(q + s * (p + k * m)));
             }
             dft(&mut a, r);
-            a[0].store(yr, yi, lay.at(q + s * r * p));
+            a[0].store(yr, yi, lay.at::<PAD>(q + s * r * p));
             for j in 1..r {
                 let v = if p == 0 {
                     a[j]
                 } else {
                     a[j].twiddle(w[j].0, w[j].1)
                 };
-                v.store(yr, yi, lay.at(q + s * (r * p + j)));
+                v.store(yr, yi, lay.at::<PAD>(q + s * (r * p + j)));
             }
         }
     }
@@ -364,6 +374,23 @@ unsafe fn stage_r<V: Simd, const R: usize>(
 /// made for `LANES` lanes; the outputs hold `(n / 2 + 1) * LANES` values.
 #[inline(always)]
 pub(crate) unsafe fn spectra<V: Simd>(
+    plan: &LaneFft,
+    frames: &[f32],
+    stride: usize,
+    s: &mut LaneScratch,
+    power: Option<&mut [f32]>,
+    magnitude: Option<&mut [f32]>,
+) {
+    if plan.layout.padded() {
+        spectra_in::<V, true>(plan, frames, stride, s, power, magnitude)
+    } else {
+        spectra_in::<V, false>(plan, frames, stride, s, power, magnitude)
+    }
+}
+
+/// [`spectra`] for a layout that pads (`PAD`) or not.
+#[inline(always)]
+unsafe fn spectra_in<V: Simd, const PAD: bool>(
     plan: &LaneFft,
     frames: &[f32],
     stride: usize,
@@ -390,14 +417,14 @@ pub(crate) unsafe fn spectra<V: Simd>(
             let j = j0 + t;
             let v = row.mul(V::splat(*win.add(j)));
             let dst = if j % 2 == 0 { re } else { im };
-            v.store(dst.add(lay.at(j / 2)));
+            v.store(dst.add(lay.at::<PAD>(j / 2)));
         }
         j0 += l;
     }
     for j in j0..n {
         let dst = if j % 2 == 0 { re } else { im };
         for f in 0..l {
-            *dst.add(lay.at(j / 2) + f) = *src.add(f * stride + j) * *win.add(j);
+            *dst.add(lay.at::<PAD>(j / 2) + f) = *src.add(f * stride + j) * *win.add(j);
         }
     }
     // The FFT, ping-ponging between the two buffers.
@@ -407,7 +434,7 @@ pub(crate) unsafe fn spectra<V: Simd>(
     ];
     for st in &plan.stages {
         let (x, y) = (bufs[0], bufs[1]);
-        stage::<V>(st, lay, (x.0, x.1), y);
+        stage::<V, PAD>(st, lay, (x.0, x.1), y);
         bufs.swap(0, 1);
     }
     let (zr, zi) = (bufs[0].0 as *const f32, bufs[0].1 as *const f32);
@@ -428,8 +455,8 @@ pub(crate) unsafe fn spectra<V: Simd>(
     emit(m, z0.re.sub(z0.im), V::splat(0.0));
     let half = V::splat(0.5);
     for k in 1..m {
-        let a = C::<V>::load(zr, zi, lay.at(k));
-        let c = C::<V>::load(zr, zi, lay.at(m - k));
+        let a = C::<V>::load(zr, zi, lay.at::<PAD>(k));
+        let c = C::<V>::load(zr, zi, lay.at::<PAD>(m - k));
         let (er, ei) = (a.re.add(c.re).mul(half), a.im.sub(c.im).mul(half));
         let (or, oi) = (a.im.add(c.im).mul(half), c.re.sub(a.re).mul(half));
         let (wr, wi) = (
