@@ -451,6 +451,9 @@ const TILE_VALUES: usize = 4 << 20;
 /// ...but at least this many frames, so each row segment written is at least 16 KiB.
 const MIN_TILE_FRAMES: usize = 4096;
 
+/// The fewest frames per band-major chunk sized from the pipeline's hint.
+const MIN_CHUNK_FRAMES: usize = 256;
+
 /// Frames per band-major chunk of a store fed tiles: about `tile_values` values, a multiple
 /// of 16 (the widest SIMD tile), so each row segment written is at least 64 B and at most
 /// 64 KiB.
@@ -784,9 +787,11 @@ impl ItemWriter<'_> {
             // An item known to be short gets one chunk of its own length: a 10 s clip's
             // log-mel is then one 320 KB chunk written in one piece, not a 5 MB chunk
             // written a row at a time.
+            // At least 256 frames: a hint far too low (a header that understates the
+            // length) costs rows of 1 KiB, not a write per frame.
             let chunk = tiled.then(|| match self.expected_frames {
                 0 => chunk_frames(self.tile_values, dim),
-                e => chunk_frames(self.tile_values, dim).min(e),
+                e => chunk_frames(self.tile_values, dim).min(e.max(MIN_CHUNK_FRAMES)),
             });
             let room = self.budget_values.saturating_sub(self.used_values) / 2;
             let want = match chunk {
@@ -1228,6 +1233,30 @@ mod tests {
         let e = w.check().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::OutputTooLarge, "{e}");
         assert_eq!(w.used_values, 6, "the refused frame was stored");
+    }
+
+    /// A frame hint far below the item's real length (a header that understates it) still
+    /// gets chunks of [`MIN_CHUNK_FRAMES`], and the frames land where they belong.
+    #[test]
+    fn a_hint_far_too_low_still_gets_whole_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::open(dir.path()).unwrap();
+        let mut w = sink.begin_item(1 << 30);
+        w.expect_frames(2);
+        let slot = Slot::Output(Feature::Mel);
+        let tile: Vec<f32> = (0..3 * 16).map(|v| v as f32).collect();
+        for _ in 0..40 {
+            w.tile(slot, 0, 3, 16, 16, &tile);
+        }
+        w.check().unwrap();
+        let store = w.stores.get_mut(&(slot, 0)).unwrap();
+        assert_eq!((store.chunk, store.frames), (Some(MIN_CHUNK_FRAMES), 640));
+        let mut buf = Vec::new();
+        let chunk = store.chunk_at(1, &mut buf).unwrap();
+        // Frame 300: chunk 1, offset 44; it was lane 300 % 16 of its tile.
+        for i in 0..3 {
+            assert_eq!(chunk[i * MIN_CHUNK_FRAMES + 44], tile[i * 16 + 300 % 16]);
+        }
     }
 
     #[test]
