@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use klio_dsp::{Feature, FeatureConfig, FeaturePlan, FeatureStream, FrameSink, Slot};
+use klio_dsp::{Feature, FeatureConfig, FeaturePlan, FeatureStream, FrameSink, Slot, Tile};
 
 /// Counts values instead of storing them (the sink's cost is not the DSP's).
 #[derive(Default)]
@@ -17,9 +17,9 @@ impl FrameSink for Count {
         self.1 += values[0];
     }
 
-    fn tile(&mut self, _: Slot, _: usize, dim: usize, _: usize, count: usize, tile: &[f32]) {
-        self.0 += (dim * count) as u64;
-        self.1 += tile[0];
+    fn tile(&mut self, _: Slot, _: usize, tile: Tile<'_>) {
+        self.0 += (tile.dim * tile.count) as u64;
+        self.1 += tile.values[0];
     }
 }
 

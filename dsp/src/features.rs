@@ -396,30 +396,41 @@ pub enum Slot {
     PendingMel,
 }
 
+/// `count` consecutive frames of `dim` values from the SIMD lanes, `[value][lane]`: value `i`
+/// of frame `f` is `values[i * lanes + f]` (`lanes >= count`; lanes past `count` are padding).
+#[derive(Debug, Clone, Copy)]
+pub struct Tile<'a> {
+    /// Values per frame.
+    pub dim: usize,
+    /// Lanes per value (the row length of `values`).
+    pub lanes: usize,
+    /// Frames in the tile.
+    pub count: usize,
+    /// `dim` rows of `lanes` values.
+    pub values: &'a [f32],
+}
+
+impl Tile<'_> {
+    /// Copies frame `f`'s `dim` values into `out`.
+    pub fn frame_into(&self, f: usize, out: &mut [f32]) {
+        for (o, row) in out.iter_mut().zip(self.values.chunks_exact(self.lanes)) {
+            *o = row[f];
+        }
+    }
+}
+
 /// Receives frames as they are computed. For each (slot, channel), frames arrive in order.
 pub trait FrameSink {
     /// One frame.
     fn frame(&mut self, slot: Slot, channel: usize, values: &[f32]);
 
-    /// `count` consecutive frames of `dim` values as one `[value][frame]` tile from the SIMD
-    /// lanes: value `i` of frame `f` is `tile[i * lanes + f]` (`lanes >= count`; lanes past
-    /// `count` are padding). Already librosa's `[dim][frames]` orientation, so a sink that
-    /// stores band-major can copy rows instead of transposing. By default each frame goes to
-    /// [`Self::frame`].
-    fn tile(
-        &mut self,
-        slot: Slot,
-        channel: usize,
-        dim: usize,
-        lanes: usize,
-        count: usize,
-        tile: &[f32],
-    ) {
-        let mut frame = vec![0.0; dim];
-        for f in 0..count {
-            for (i, v) in frame.iter_mut().enumerate() {
-                *v = tile[i * lanes + f];
-            }
+    /// Consecutive frames as one [`Tile`] from the SIMD lanes: already librosa's
+    /// `[dim][frames]` orientation, so a sink that stores band-major can copy rows instead of
+    /// transposing. By default each frame goes to [`Self::frame`].
+    fn tile(&mut self, slot: Slot, channel: usize, tile: Tile<'_>) {
+        let mut frame = vec![0.0; tile.dim];
+        for f in 0..tile.count {
+            tile.frame_into(f, &mut frame);
             self.frame(slot, channel, &frame);
         }
     }
@@ -488,19 +499,12 @@ impl FrameSink for Collector {
             .extend_from_slice(values);
     }
 
-    fn tile(
-        &mut self,
-        slot: Slot,
-        channel: usize,
-        dim: usize,
-        lanes: usize,
-        count: usize,
-        tile: &[f32],
-    ) {
+    fn tile(&mut self, slot: Slot, channel: usize, tile: Tile<'_>) {
         let data = self.data.entry((slot, channel)).or_default();
-        data.reserve(dim * count);
-        for f in 0..count {
-            data.extend((0..dim).map(|i| tile[i * lanes + f]));
+        for f in 0..tile.count {
+            let at = data.len();
+            data.resize(at + tile.dim, 0.0);
+            tile.frame_into(f, &mut data[at..]);
         }
     }
 }
@@ -1009,17 +1013,20 @@ fn lane_batch(
     }
     let cfg = &plan.cfg;
     let n_bins = cfg.stft.n_bins();
+    let tile = |dim, values| Tile {
+        dim,
+        lanes: l,
+        count,
+        values,
+    };
     if cfg.wants(Feature::Power) {
-        sink.tile(Slot::Output(Feature::Power), c, n_bins, l, count, &lb.power);
+        sink.tile(Slot::Output(Feature::Power), c, tile(n_bins, &lb.power));
     }
     if cfg.wants(Feature::Magnitude) {
         sink.tile(
             Slot::Output(Feature::Magnitude),
             c,
-            n_bins,
-            l,
-            count,
-            &lb.magnitude,
+            tile(n_bins, &lb.magnitude),
         );
     }
     if plan.mel.is_some() {
@@ -1032,10 +1039,10 @@ fn lane_batch(
                 .fold(b.max_mel, |m, band| m.max(k.max(&band[..count])))
         };
         if cfg.wants(Feature::Mel) {
-            sink.tile(Slot::Output(Feature::Mel), c, n_mels, l, count, &lb.mel);
+            sink.tile(Slot::Output(Feature::Mel), c, tile(n_mels, &lb.mel));
         }
         if plan.needs_pending() {
-            sink.tile(Slot::PendingMel, c, n_mels, l, count, &lb.mel);
+            sink.tile(Slot::PendingMel, c, tile(n_mels, &lb.mel));
         }
         let local_db = !plan.deferred_db && (cfg.wants(Feature::LogMel) || plan.dct.is_some());
         if local_db {
@@ -1047,32 +1054,21 @@ fn lane_batch(
             lb.db.copy_from_slice(&lb.mel);
             k.log_scaled(&mut lb.db, cfg.db.amin, DB_PER_LN, -offset);
             if cfg.wants(Feature::LogMel) {
-                sink.tile(Slot::Output(Feature::LogMel), c, n_mels, l, count, &lb.db);
+                sink.tile(Slot::Output(Feature::LogMel), c, tile(n_mels, &lb.db));
             }
             if let Some(dct) = &plan.dct {
                 dct.process_band_major(&lb.db, l, &mut lb.mfcc);
-                sink.tile(
-                    Slot::Output(Feature::Mfcc),
-                    c,
-                    dct.n_out(),
-                    l,
-                    count,
-                    &lb.mfcc,
-                );
+                sink.tile(Slot::Output(Feature::Mfcc), c, tile(dct.n_out(), &lb.mfcc));
             }
         }
     }
     if plan.frame_power || plan.frame_magnitude {
         for f in 0..count {
             if plan.frame_power {
-                for (i, v) in b.power.iter_mut().enumerate() {
-                    *v = lb.power[i * l + f];
-                }
+                tile(n_bins, &lb.power).frame_into(f, &mut b.power);
             }
             if plan.frame_magnitude {
-                for (i, v) in b.magnitude.iter_mut().enumerate() {
-                    *v = lb.magnitude[i * l + f];
-                }
+                tile(n_bins, &lb.magnitude).frame_into(f, &mut b.magnitude);
             }
             after_spectrum(plan, b, c, sink, true);
         }

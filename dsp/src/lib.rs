@@ -32,7 +32,7 @@ pub use error::DspError;
 pub use fbank::{FbankConfig, FbankPlan, FbankScratch};
 pub use features::{
     Collector, Feature, FeatureConfig, FeatureOutput, FeaturePlan, FeatureStream, Finalizer,
-    FrameSink, Slot, PER_FRAME_ENV,
+    FrameSink, Slot, Tile, PER_FRAME_ENV,
 };
 pub use kernels::{Isa, Kernels, LaneFft, LaneScratch, Span, SparseRows};
 pub use mel::{hz_to_mel, mel_to_hz, MelConfig, MelNorm, MelPlan, MelScale};

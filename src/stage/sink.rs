@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use klio_dsp::{Feature, Finalizer, FrameSink, Slot};
+use klio_dsp::{Feature, Finalizer, FrameSink, Slot, Tile};
 
 use crate::pipeline::meta::{ItemMeta, ModelMeta};
 use crate::stage::infer::{ModelOutput, OutputKind};
@@ -540,7 +540,7 @@ impl FrameStore {
 
     fn push(&mut self, values: &[f32]) -> std::io::Result<()> {
         if self.chunk.is_some() {
-            return self.push_tile(values, 1, 1);
+            return self.push_tile(one_frame(values));
         }
         self.frames += 1;
         match &mut self.spill {
@@ -552,9 +552,14 @@ impl FrameStore {
         }
     }
 
-    /// Appends `count` frames of a `[value][lane]` tile ([`FrameSink::tile`]) to a
-    /// band-major store.
-    fn push_tile(&mut self, tile: &[f32], lanes: usize, count: usize) -> std::io::Result<()> {
+    /// Appends a tile's frames ([`FrameSink::tile`]) to a band-major store.
+    fn push_tile(&mut self, tile: Tile<'_>) -> std::io::Result<()> {
+        let Tile {
+            lanes,
+            count,
+            values: tile,
+            ..
+        } = tile;
         let (Some(c), dim) = (self.chunk, self.dim) else {
             unreachable!("tiles go to band-major stores")
         };
@@ -627,6 +632,16 @@ impl FrameStore {
                 Ok(&buf[..])
             }
         }
+    }
+}
+
+/// One frame as a tile of one lane.
+fn one_frame(values: &[f32]) -> Tile<'_> {
+    Tile {
+        dim: values.len(),
+        lanes: 1,
+        count: 1,
+        values,
     }
 }
 
@@ -703,19 +718,11 @@ impl FrameSink for ItemWriter<'_> {
         }
     }
 
-    fn tile(
-        &mut self,
-        slot: Slot,
-        channel: usize,
-        dim: usize,
-        lanes: usize,
-        count: usize,
-        tile: &[f32],
-    ) {
+    fn tile(&mut self, slot: Slot, channel: usize, tile: Tile<'_>) {
         if self.error.is_some() {
             return;
         }
-        if let Err(e) = self.push_tile(slot, channel, dim, lanes, count, tile) {
+        if let Err(e) = self.push_tile(slot, channel, tile) {
             self.error = Some(e);
         }
     }
@@ -733,47 +740,40 @@ impl ItemWriter<'_> {
     }
 
     fn push(&mut self, slot: Slot, channel: usize, values: &[f32]) -> Result<(), SinkError> {
-        self.store_frames(slot, channel, values.len(), 1, 1, values)
+        self.store_frames(slot, channel, one_frame(values))
     }
 
-    fn push_tile(
-        &mut self,
-        slot: Slot,
-        channel: usize,
-        dim: usize,
-        lanes: usize,
-        count: usize,
-        tile: &[f32],
-    ) -> Result<(), SinkError> {
+    fn push_tile(&mut self, slot: Slot, channel: usize, tile: Tile<'_>) -> Result<(), SinkError> {
         let frame_major = self
             .stores
             .get(&(slot, channel))
             .is_some_and(|s| s.chunk.is_none());
         if frame_major {
             // A store that began with single frames stays frame-major.
-            let mut frame = vec![0.0; dim];
-            for f in 0..count {
-                for (i, v) in frame.iter_mut().enumerate() {
-                    *v = tile[i * lanes + f];
-                }
+            let mut frame = vec![0.0; tile.dim];
+            for f in 0..tile.count {
+                tile.frame_into(f, &mut frame);
                 self.push(slot, channel, &frame)?;
             }
             return Ok(());
         }
-        self.store_frames(slot, channel, dim, lanes, count, tile)
+        self.store_frames(slot, channel, tile)
     }
 
-    /// Stores `count` frames (one frame when `lanes == 1`, else a tile) after checking the
+    /// Stores a tile's frames (a single frame is a tile of one lane) after checking the
     /// declared bound and making room within the memory budget.
     fn store_frames(
         &mut self,
         slot: Slot,
         channel: usize,
-        dim: usize,
-        lanes: usize,
-        count: usize,
-        values: &[f32],
+        tile: Tile<'_>,
     ) -> Result<(), SinkError> {
+        let Tile {
+            dim,
+            lanes,
+            count,
+            values,
+        } = tile;
         let n_values = (dim * count) as u64;
         self.sent_values = self.sent_values.saturating_add(n_values);
         if self.sent_values > self.bound_values {
@@ -823,7 +823,7 @@ impl ItemWriter<'_> {
         debug_assert_eq!(store.dim, dim);
         let spilled = store.spill.is_some();
         let pushed = if store.chunk.is_some() {
-            store.push_tile(values, lanes, count)
+            store.push_tile(tile)
         } else {
             store.push(values)
         };
@@ -1246,7 +1246,16 @@ mod tests {
         let slot = Slot::Output(Feature::Mel);
         let tile: Vec<f32> = (0..3 * 16).map(|v| v as f32).collect();
         for _ in 0..40 {
-            w.tile(slot, 0, 3, 16, 16, &tile);
+            w.tile(
+                slot,
+                0,
+                Tile {
+                    dim: 3,
+                    lanes: 16,
+                    count: 16,
+                    values: &tile,
+                },
+            );
         }
         w.check().unwrap();
         let store = w.stores.get_mut(&(slot, 0)).unwrap();
