@@ -64,6 +64,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--bin", default=str(ROOT / "target/release/klio-edge"))
+    ap.add_argument("--jobs", type=int, default=2, help="serve --jobs (and process --jobs)")
     ap.add_argument("--fetch-batch", type=int, default=1, help="serve.nats.fetch_batch")
     ap.add_argument("--max-seconds", type=float, default=12.0, help="longest recording used")
     a = ap.parse_args()
@@ -95,7 +96,8 @@ def main():
         cfg = tmp / "serve.toml"
         cfg.write_text((ROOT / "config/examples/serve-nats.toml").read_text()
                        .replace('http = "127.0.0.1:9464"', 'http = ""')
-                       .replace("fetch_batch = 1", f"fetch_batch = {a.fetch_batch}"))
+                       .replace("fetch_batch = 1", f"fetch_batch = {a.fetch_batch}")
+                       .replace('allow_paths = ["corpus"]', f'allow_paths = ["{items}"]'))
         env = dict(os.environ, NATS_URL=f"nats://127.0.0.1:{port}", KLIO_LOG_FORMAT="json",
                    KLIO_LOG="info,klio_edge=debug")
         t = time.time()
@@ -106,7 +108,7 @@ def main():
         t = time.time()
         with open(log, "w") as f:
             subprocess.run(["taskset", "-c", "0,1", a.bin, "serve", "--config", str(cfg), "--out",
-                            str(tmp / "out"), "--jobs", "2", "--until-idle"], env=env, check=True,
+                            str(tmp / "out"), "--jobs", str(a.jobs), "--until-idle"], env=env, check=True,
                            stderr=f)
         serve_wall = time.time() - t
         lines = [json.loads(l) for l in log.read_text().splitlines() if l.startswith("{")]
@@ -118,15 +120,16 @@ def main():
         rate = a.items / (last - first)
         e2a = [l["event_to_ack_ms"] for l in settled]
         ledger = [l["work_ms"] - l["stages_ms"] for l in settled]
+        ledger_only = [l.get("ledger_ms", 0.0) for l in settled]
         ack = [l["settle_ms"] for l in settled]
         overhead = [x + y for x, y in zip(ledger, ack)]
         # Reference: the same files through `process` (no queue), same cores, same jobs.
         t = time.time()
         subprocess.run(["taskset", "-c", "0,1", a.bin, "process", "--config", str(cfg), "-q",
-                        "--out", str(tmp / "out-process"), "--jobs", "2", str(items)],
+                        "--out", str(tmp / "out-process"), "--jobs", str(a.jobs), str(items)],
                        env=env, check=True)
         process_s = time.time() - t
-        print(f"serve on NATS JetStream, 1 process, --jobs 2, fetch_batch {a.fetch_batch}, 2 cores; {a.items} items "
+        print(f"serve on NATS JetStream, 1 process, --jobs {a.jobs}, fetch_batch {a.fetch_batch}, 2 cores; {a.items} items "
               f"({audio_s / a.items:.1f} s of audio each on average, {len(recs)} distinct WAVs)")
         print(f"  publish:                 {a.items / publish_s:8.0f} items/s")
         print(f"  serve sustained:         {rate:8.1f} items/s  (wall incl. start and idle check {serve_wall:.1f} s)")
@@ -134,6 +137,7 @@ def main():
         print(f"  event-to-ack latency:    p50 {pct(e2a, 0.5):6.1f} ms   p99 {pct(e2a, 0.99):6.1f} ms")
         print(f"  overhead per item:       mean {statistics.mean(overhead):5.2f} ms  p50 {pct(overhead, 0.5):5.2f}  p99 {pct(overhead, 0.99):5.2f}  (target < 2 ms)")
         print(f"    ledger + hand-off:     mean {statistics.mean(ledger):5.2f} ms   ack: mean {statistics.mean(ack):5.2f} ms")
+        print(f"    of which the ledger:   mean {statistics.mean(ledger_only):5.2f} ms  p50 {pct(ledger_only, 0.5):5.2f}  p99 {pct(ledger_only, 0.99):5.2f}  (lock wait + SQL)")
     finally:
         nats.terminate()
         nats.wait()

@@ -41,6 +41,8 @@ pub struct Engine {
     config_hash: String,
     force: bool,
     ledger: Mutex<Ledger>,
+    /// Checkpoints the ledger's WAL off the items' path (after `ledger`, so it closes last).
+    _checkpointer: crate::ledger::Checkpointer,
     sink: Sink,
     features: FeatureStage,
     exec: ExecStage,
@@ -107,10 +109,12 @@ impl Engine {
         }
         let config_hash = config_hash(&cfg, &exec, &infer);
         let run_id = ledger.begin_run(&opts.command, &config_hash)?;
+        let checkpointer = ledger.checkpoint_in_background(&opts.ledger, CHECKPOINT_EVERY)?;
         Ok(Engine {
             config_hash,
             force: opts.force,
             ledger: Mutex::new(ledger),
+            _checkpointer: checkpointer,
             sink,
             features: FeatureStage::new(&cfg.features),
             cfg,
@@ -128,8 +132,12 @@ impl Engine {
         self.sink.item_location(element)
     }
 
-    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    fn ledger(&self) -> LedgerGuard<'_> {
+        let since = Instant::now();
+        LedgerGuard {
+            guard: self.ledger.lock().unwrap_or_else(|p| p.into_inner()),
+            since,
+        }
     }
 
     /// Whether the ledger answers and can take a write lock now (for readiness probes).
@@ -211,6 +219,47 @@ impl Engine {
 /// exec program and model file (so `config validate` prints what a run will record).
 pub fn config_hash(cfg: &Config, exec: &ExecStage, infer: &InferStage) -> String {
     cfg.output_hash_with(&format!("{}{}", exec.identity(), infer.identity()))
+}
+
+/// How often the ledger's WAL is checkpointed, off the items' path.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Time this thread spent waiting for and using the ledger since [`take_ledger_ms`].
+    static LEDGER_TIME: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// The ledger, locked; the time from asking for the lock to releasing it counts towards this
+/// thread's ledger time (see [`take_ledger_ms`]).
+struct LedgerGuard<'a> {
+    guard: std::sync::MutexGuard<'a, Ledger>,
+    since: Instant,
+}
+
+impl std::ops::Deref for LedgerGuard<'_> {
+    type Target = Ledger;
+    fn deref(&self) -> &Ledger {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for LedgerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Ledger {
+        &mut self.guard
+    }
+}
+
+impl Drop for LedgerGuard<'_> {
+    fn drop(&mut self) {
+        let spent = self.since.elapsed();
+        LEDGER_TIME.with(|t| t.set(t.get() + spent));
+    }
+}
+
+/// Milliseconds this thread spent waiting for and holding the ledger lock since the last call
+/// (and resets the count): `serve` reports it per item, apart from the stages.
+pub fn take_ledger_ms() -> f64 {
+    ms(LEDGER_TIME.with(|t| t.replace(Duration::ZERO)))
 }
 
 /// How one item ended.

@@ -530,15 +530,17 @@ impl Job {
         let force = ev.force;
         let report = tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("item", element = %item.element).entered();
+            crate::pipeline::take_ledger_ms();
             // An element id belongs to the input it was first recorded for.
             if !force && engine.recorded_for_another_source(&item) {
                 return None;
             }
-            Some(engine.process(item, force))
+            let report = engine.process(item, force);
+            Some((report, crate::pipeline::take_ledger_ms()))
         })
         .await;
         drop(running);
-        let r = match report {
+        let (r, ledger_ms) = match report {
             Ok(Some(r)) => r,
             Ok(None) => {
                 let why = format!(
@@ -625,13 +627,14 @@ impl Job {
                 }
             }
         };
-        // Overheads for the load bench: work_ms - stages_ms is the ledger's share (and the
-        // thread hand-off), settle_ms the ack.
+        // Overheads for the load bench: work_ms - stages_ms is the ledger's share (ledger_ms:
+        // waiting for its lock and the SQL) and the thread hand-off, settle_ms the ack.
         tracing::debug!(
             element = %element,
             stage = "ack",
             work_ms,
             stages_ms,
+            ledger_ms,
             settle_ms = t_settle.elapsed().as_secs_f64() * 1e3,
             event_to_ack_ms = t0.elapsed().as_secs_f64() * 1e3,
             "settled"

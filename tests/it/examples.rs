@@ -128,6 +128,7 @@ const PINNED_HASHES: &[(&str, &str)] = &[
     ("serve-inbox.toml", "41f9169969266eee"),
     ("serve-nats.toml", "41f9169969266eee"),
     ("serve-pubsub.toml", "41f9169969266eee"),
+    ("vad-batched.toml", "4494d5af79ad0a48"),
     ("vad.toml", "f90da41739e0cfc1"),
     ("whisper.toml", "f69770c73ca2d84e"),
 ];

@@ -112,6 +112,85 @@ fn ort_and_tract_agree_on_silero_vad_over_real_speech() {
     assert_eq!((code, count(&s, "done")), (0, 1), "{s}");
 }
 
+/// config/examples/vad-batched.toml (Silero's batchable export, chunks of several items per
+/// call, each item's state a row of the batch) gives what vad.toml (tract, one chunk per
+/// call) gives, with three workers sharing calls; and a state without its batch axis is
+/// refused at start-up with a message naming the key.
+#[test]
+fn silero_batched_across_items_keeps_each_items_state() {
+    let lib = ort_lib();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let batched_text = std::fs::read_to_string(example("vad-batched.toml"))
+        .unwrap()
+        .replace("../../models/", &format!("{}/", models.display()));
+    let batched = d.join("batched.toml");
+    std::fs::write(&batched, &batched_text).unwrap();
+    let batched = batched.to_string_lossy().into_owned();
+    let tract = vad_config(d, "tract.toml", &[]);
+    let srcs = sources();
+    for (cfg, out) in [(&tract, "out-tract"), (&batched, "out-batched")] {
+        let mut a = vec!["--jobs", "3", "--out", out, "--config", cfg.as_str()];
+        a.extend(srcs.iter().map(String::as_str));
+        let (code, s) = process_env(d, &a, &[("ORT_DYLIB_PATH", lib.as_str())]);
+        assert_eq!(code, 0, "{s}");
+        assert_eq!(count(&s, "done") as usize, srcs.len(), "{s}");
+    }
+    let (a, b) = (
+        results(&d.join("out-tract")),
+        results(&d.join("out-batched")),
+    );
+    assert_eq!(a.len(), srcs.len());
+    assert_eq!(a.len(), b.len());
+    for ((ea, pa, sa), (eb, pb, sb)) in a.iter().zip(&b) {
+        assert_eq!(ea, eb);
+        assert_eq!(pa.len(), pb.len(), "{ea}: same chunks");
+        let worst = pa
+            .iter()
+            .zip(pb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{ea}: {} chunks, max |unbatched - batched| {worst:.2e}",
+            pa.len()
+        );
+        assert!(worst <= 1e-4, "{ea}: {worst}");
+        assert_eq!(sa["segments"], sb["segments"], "{ea}: same segments");
+    }
+    // batch_size > 1 with a state needs the state's batch axis, and the axis must be 1 long.
+    for (from, to, key) in [
+        (
+            "state = { shape = [2, 1, 128], batch_axis = 1 }",
+            "state = { shape = [2, 1, 128] }",
+            "state.batch_axis",
+        ),
+        (
+            "state = { shape = [2, 1, 128], batch_axis = 1 }",
+            "state = { shape = [2, 1, 128], batch_axis = 2 }",
+            "model.state.batch_axis",
+        ),
+    ] {
+        let bad = d.join("bad.toml");
+        std::fs::write(&bad, batched_text.replace(from, to)).unwrap();
+        let o = klio_env(
+            d,
+            &[
+                "process",
+                "--out",
+                "out-bad",
+                "--config",
+                bad.to_str().unwrap(),
+                &srcs[0],
+            ],
+            &[("ORT_DYLIB_PATH", lib.as_str())],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(key), "{err}");
+    }
+}
+
 #[test]
 fn cuda_falls_back_to_cpu_with_a_warning_and_a_missing_library_is_clear() {
     let lib = ort_lib();

@@ -824,7 +824,9 @@ impl AudioStream {
 /// 256-frame sub-chunk) was -7.7 dB at 0.9 of Nyquist for 44.1 -> 22.05 kHz and -25 dB for
 /// 48 -> 16 kHz, where soxr HQ (librosa's default) is flat to 0.9 and -2.9 dB at 0.95.
 struct StreamResampler {
-    inner: Fft<f32>,
+    /// Always `Some` until dropped, when it goes back to [`RESAMPLERS`].
+    inner: Option<Fft<f32>>,
+    channels: usize,
     from: u32,
     to: u32,
     pending: Vec<Vec<f32>>,
@@ -842,22 +844,44 @@ fn resample_error(from: u32, to: u32, reason: impl std::fmt::Display) -> DecodeE
     }
 }
 
+/// Resamplers of finished items, reset, by (from, to, channels): building one (its sinc
+/// filter, windowed, and that filter's FFT) costs as much as resampling 0.5 s of audio, which
+/// for short clips was a tenth of the whole run.
+static RESAMPLERS: std::sync::Mutex<Vec<(ResamplerKey, Fft<f32>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// (from, to, channels).
+type ResamplerKey = (u32, u32, usize);
+
+/// Idle resamplers kept at most (the oldest goes first).
+const RESAMPLERS_KEPT: usize = 16;
+
 impl StreamResampler {
     fn new(from: u32, to: u32, channels: usize) -> Result<Self, DecodeError> {
-        let inner = Fft::<f32>::new_custom(
-            from as usize,
-            to as usize,
-            resampler_block(from, to),
-            1,
-            channels,
-            WindowFunction::BlackmanHarris2,
-            FixedSync::Input,
-        )
-        .map_err(|e| resample_error(from, to, e))?;
+        let pooled = {
+            let mut pool = RESAMPLERS.lock().unwrap_or_else(|p| p.into_inner());
+            pool.iter()
+                .rposition(|(k, _)| *k == (from, to, channels))
+                .map(|i| pool.remove(i).1)
+        };
+        let inner = match pooled {
+            Some(r) => r,
+            None => Fft::<f32>::new_custom(
+                from as usize,
+                to as usize,
+                resampler_block(from, to),
+                1,
+                channels,
+                WindowFunction::BlackmanHarris2,
+                FixedSync::Input,
+            )
+            .map_err(|e| resample_error(from, to, e))?,
+        };
         let out_max = inner.output_frames_max();
         Ok(StreamResampler {
             delay_left: inner.output_delay(),
-            inner,
+            inner: Some(inner),
+            channels,
             from,
             to,
             pending: vec![Vec::new(); channels],
@@ -867,6 +891,10 @@ impl StreamResampler {
         })
     }
 
+    fn fft(&mut self) -> &mut Fft<f32> {
+        self.inner.as_mut().expect("taken only on drop")
+    }
+
     fn push(&mut self, input: &[Vec<f32>], block: &mut [Vec<f32>]) -> Result<(), DecodeError> {
         for (p, x) in self.pending.iter_mut().zip(input) {
             p.extend_from_slice(x);
@@ -874,7 +902,7 @@ impl StreamResampler {
         self.frames_in += input[0].len() as u64;
         let mut used = 0;
         loop {
-            let need = self.inner.input_frames_next();
+            let need = self.fft().input_frames_next();
             if self.pending[0].len() - used < need {
                 break;
             }
@@ -905,6 +933,8 @@ impl StreamResampler {
         indexing.partial_len = partial;
         let (_, n_out) = self
             .inner
+            .as_mut()
+            .expect("taken only on drop")
             .process_into_buffer(&input, &mut output, Some(&indexing))
             .map_err(|e| resample_error(self.from, self.to, e))?;
         let skip = self.delay_left.min(n_out);
@@ -945,6 +975,21 @@ impl StreamResampler {
     }
 }
 
+impl Drop for StreamResampler {
+    /// The resampler goes back to the pool, reset (its overlap and scratch zeroed: as good
+    /// as new, tested by `a_pooled_resampler_gives_what_a_new_one_gives`).
+    fn drop(&mut self) {
+        if let Some(mut r) = self.inner.take() {
+            r.reset();
+            let mut pool = RESAMPLERS.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() >= RESAMPLERS_KEPT {
+                pool.remove(0);
+            }
+            pool.push(((self.from, self.to, self.channels), r));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -967,6 +1012,50 @@ mod tests {
         let mid = &y[y.len() / 4..3 * y.len() / 4];
         let rms = (mid.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mid.len() as f64).sqrt();
         20.0 * (rms / (0.5 / 2f64.sqrt())).log10()
+    }
+
+    /// Resamples `x` (2 channels) in 777-frame blocks with a resampler from the pool (or new).
+    fn resample_two(from: u32, to: u32, x: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let mut r = StreamResampler::new(from, to, 2).unwrap();
+        let mut out = vec![Vec::new(), Vec::new()];
+        for i in (0..x[0].len()).step_by(777) {
+            let end = (i + 777).min(x[0].len());
+            r.push(&[x[0][i..end].to_vec(), x[1][i..end].to_vec()], &mut out)
+                .unwrap();
+        }
+        r.finish(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_pooled_resampler_gives_what_a_new_one_gives() {
+        // A rate pair no other test uses, so the pool starts without one.
+        let (from, to) = (37_800, 16_000);
+        let noise = |seed: u32, n: usize| -> Vec<f32> {
+            let mut s = seed;
+            (0..n)
+                .map(|_| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let b = vec![noise(3, 20_000), noise(4, 20_000)];
+        let fresh = resample_two(from, to, &b);
+        // A long item leaves overlap and scratch behind; the next item must not hear it.
+        let a = vec![noise(1, 50_001), noise(2, 50_001)];
+        let _ = resample_two(from, to, &a);
+        let pooled = {
+            let pool = RESAMPLERS.lock().unwrap();
+            assert!(pool.iter().any(|(k, _)| *k == (from, to, 2)), "not pooled");
+            drop(pool);
+            resample_two(from, to, &b)
+        };
+        assert_eq!(fresh.len(), pooled.len());
+        for (f, p) in fresh.iter().zip(&pooled) {
+            assert_eq!(f.len(), p.len());
+            assert!(f.iter().zip(p).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
     }
 
     /// The resampler's passband stays flat to 0.98 of the lower Nyquist frequency and its

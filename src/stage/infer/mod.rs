@@ -74,6 +74,11 @@ pub enum OutputKind {
 pub struct StateConfig {
     /// Shape of the state tensor (f32, zeros at the start of each item), e.g. `[2, 1, 128]`.
     pub shape: Vec<usize>,
+    /// The state's batch axis (where `shape` has 1), e.g. 1 for Silero's `[2, batch, 128]`:
+    /// with `batch_size > 1`, chunks of several items share a call, each item's state a row
+    /// along this axis. Default none (one chunk per call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_axis: Option<usize>,
 }
 
 /// `[model.segments]`: Silero's defaults.
@@ -365,11 +370,20 @@ impl ModelConfig {
         if !(1..=4096).contains(&self.batch_size) {
             bail!("model.batch_size of {n:?}: must be in 1..=4096");
         }
-        if self.batch_size > 1 && self.state.is_some() {
-            bail!(
-                "model.batch_size of {n:?}: a model with state runs one chunk at a time \
-                 (each item carries its own state); set batch_size = 1"
-            );
+        if let Some(st) = &self.state {
+            match st.batch_axis {
+                None if self.batch_size > 1 => bail!(
+                    "model.batch_size of {n:?}: a model with state batches chunks of several \
+                     items only along the state's batch axis; set state.batch_axis (e.g. 1 for \
+                     a [2, batch, 128] state) or batch_size = 1"
+                ),
+                Some(a) if st.shape.get(a) != Some(&1) => bail!(
+                    "model.state.batch_axis of {n:?}: axis {a} of shape {:?} must exist and be 1 \
+                     (one item's row)",
+                    st.shape
+                ),
+                _ => {}
+            }
         }
         if !(0.0..=10_000.0).contains(&self.batch_wait_ms) {
             bail!("model.batch_wait_ms of {n:?}: must be in 0..=10000");
@@ -541,9 +555,14 @@ impl InferStage {
                 }
             };
             let batcher = (cfg.batch_size > 1).then(|| {
+                let rows = cfg.state.as_ref().and_then(|s| {
+                    s.batch_axis
+                        .map(|a| crate::stage::infer::batch::StateRows::of(&s.shape, a))
+                });
                 crate::stage::infer::batch::Batcher::new(
                     cfg.batch_size,
                     Duration::from_secs_f64(cfg.batch_wait_ms / 1000.0),
+                    rows,
                 )
             });
             models.push(LoadedModel {
@@ -792,7 +811,9 @@ impl ModelRun<'_> {
         self.covered = (self.chunks as u64) * self.hop as u64 + win as u64;
         self.chunks += 1;
         self.queued += 1;
-        if self.queued >= self.model.cfg.batch_size {
+        // A chunk of a model with state needs the state its predecessor left: it runs now
+        // (batched with other items' chunks when the model batches).
+        if self.queued >= self.model.cfg.batch_size || self.state.is_some() {
             self.flush()?;
         }
         Ok(())
@@ -814,15 +835,18 @@ impl ModelRun<'_> {
                 shape.push(self.dim);
             }
         }
-        let st_shape = cfg.state.as_ref().map_or(&[][..], |s| s.shape.as_slice());
+        let mut st_shape = cfg.state.as_ref().map_or(Vec::new(), |s| s.shape.clone());
+        let batch_axis = cfg.state.as_ref().and_then(|s| s.batch_axis);
         let state = self.state.take();
         #[cfg(feature = "ort")]
         let session = &mut self.session;
         let tract_state = &mut self.tract;
-        let mut next_state = None;
-        let mut exec = |x: &[f32], n: usize| -> Result<Vec<f32>, String> {
+        let mut exec = |x: &[f32], n: usize, st: &[f32]| -> Result<(Vec<f32>, Vec<f32>), String> {
             shape[0] = n;
-            let st = state.as_deref().map(|v| (st_shape, v));
+            if let Some(a) = batch_axis {
+                st_shape[a] = n;
+            }
+            let st = (!st_shape.is_empty()).then_some((st_shape.as_slice(), st));
             let (out, next) = match &model.runtime {
                 Runtime::Tract(plan) => {
                     if tract_state.is_none() {
@@ -836,18 +860,19 @@ impl ModelRun<'_> {
                     o.run(s, x, &shape, st)?
                 }
             };
-            next_state = next;
-            Ok(out)
+            Ok((out, next.unwrap_or_default()))
         };
         // Without a batcher the queue's buffer is kept for the next chunks.
+        let had_state = state.is_some();
+        let state = state.unwrap_or_default();
         let out = match &model.batcher {
-            Some(b) => b.run(n, std::mem::take(&mut self.queue), &mut exec),
-            None => exec(&self.queue, n),
+            Some(b) => b.run(n, std::mem::take(&mut self.queue), state, &mut exec),
+            None => exec(&self.queue, n, &state),
         };
         self.queue.clear();
-        let out = out.map_err(|m| self.fail(m))?;
-        if cfg.state.is_some() {
-            self.state = next_state;
+        let (out, next_state) = out.map_err(|m| self.fail(m))?;
+        if had_state {
+            self.state = Some(next_state);
         }
         if out.is_empty() || !out.len().is_multiple_of(n) {
             return Err(self.fail(format!(
