@@ -378,7 +378,7 @@ fn chunking_and_batching_settings_are_checked() {
     for (extra, needle) in [
         (
             "state = { shape = [1] }\nbatch_size = 2\n",
-            "one chunk at a time",
+            "set state.batch_axis",
         ),
         (
             "window_s = 0.5\nwindow_samples = 512\n",
