@@ -60,6 +60,18 @@ fn results(out: &Path) -> Vec<(String, Vec<f32>, serde_json::Value)> {
         .collect()
 }
 
+/// Same chunk count, and every probability of `b` within 1e-4 of `a`'s.
+fn assert_within_1e4(element: &str, a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{element}: same chunks");
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    eprintln!("{element}: {} chunks, max |{what}| {worst:.2e}", a.len());
+    assert!(worst <= 1e-4, "{element}: {worst}");
+}
+
 #[test]
 fn ort_and_tract_agree_on_silero_vad_over_real_speech() {
     let lib = ort_lib();
@@ -89,14 +101,7 @@ fn ort_and_tract_agree_on_silero_vad_over_real_speech() {
     assert_eq!(a.len(), b.len());
     for ((ea, pa, sa), (eb, pb, sb)) in a.iter().zip(&b) {
         assert_eq!(ea, eb);
-        assert_eq!(pa.len(), pb.len(), "{ea}: same chunks");
-        let worst = pa
-            .iter()
-            .zip(pb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        eprintln!("{ea}: {} chunks, max |tract - ort| {worst:.2e}", pa.len());
-        assert!(worst <= 1e-4, "{ea}: {worst}");
+        assert_within_1e4(ea, pa, pb, "tract - ort");
         assert_eq!(sa["segments"], sb["segments"], "{ea}: same segments");
         assert_eq!(
             (sa["backend"].as_str(), sb["backend"].as_str()),
@@ -145,17 +150,7 @@ fn silero_batched_across_items_keeps_each_items_state() {
     assert_eq!(a.len(), b.len());
     for ((ea, pa, sa), (eb, pb, sb)) in a.iter().zip(&b) {
         assert_eq!(ea, eb);
-        assert_eq!(pa.len(), pb.len(), "{ea}: same chunks");
-        let worst = pa
-            .iter()
-            .zip(pb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        eprintln!(
-            "{ea}: {} chunks, max |unbatched - batched| {worst:.2e}",
-            pa.len()
-        );
-        assert!(worst <= 1e-4, "{ea}: {worst}");
+        assert_within_1e4(ea, pa, pb, "unbatched - batched");
         assert_eq!(sa["segments"], sb["segments"], "{ea}: same segments");
     }
     // batch_size > 1 with a state needs the state's batch axis, and the axis must be 1 long.
