@@ -9,10 +9,12 @@
 #                    python3-venv (for the venvs below)
 #   Python venvs     under target/, made once: py-moto (moto's S3 server), py-cloudbox (the
 #                    Pub/Sub emulator, with two one-line fixes), py-ort (the onnxruntime wheel,
-#                    whose library the `backend = "ort"` tests load)
+#                    whose library the `backend = "ort"` tests load), py-export (pyarrow,
+#                    datasets, webdataset: the readers export's formats are checked with)
 # What it cannot install (Rust, a C compiler, apt, sudo) is checked before any slow step, and
 # everything missing is named at once. The tests fail, never skip, when a tool is missing.
-# Set KLIO_MOTO_SERVER, KLIO_CLOUDBOX or ORT_DYLIB_PATH to use your own instead of a venv.
+# Set KLIO_MOTO_SERVER, KLIO_CLOUDBOX, ORT_DYLIB_PATH or KLIO_EXPORT_PYTHON to use your own
+# instead of a venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,8 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || [ -x /
 command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 venvs_needed=0
-{ [ -n "${KLIO_MOTO_SERVER:-}" ] && [ -n "${KLIO_CLOUDBOX:-}" ] && [ -n "${ORT_DYLIB_PATH:-}" ]; } \
+{ [ -n "${KLIO_MOTO_SERVER:-}" ] && [ -n "${KLIO_CLOUDBOX:-}" ] && [ -n "${ORT_DYLIB_PATH:-}" ] \
+  && [ -n "${KLIO_EXPORT_PYTHON:-}" ]; } \
   || venvs_needed=1
 if [ "$venvs_needed" = 1 ]; then
   if ! command -v python3 >/dev/null 2>&1; then
@@ -107,6 +110,14 @@ if [ -z "${KLIO_CLOUDBOX:-}" ]; then
   fi
   KLIO_CLOUDBOX="$(pwd)/$dir/bin/cloudbox"
   export KLIO_CLOUDBOX
+fi
+
+# The readers `klio-edge export`'s output is checked with (tests/it/export.rs): pyarrow,
+# Hugging Face datasets, webdataset, numpy, pandas.
+if [ -z "${KLIO_EXPORT_PYTHON:-}" ]; then
+  venv target/py-export 'pyarrow==26.0.1' 'datasets==5.2.0' 'webdataset==1.0.2' 'numpy==2.4.6' 'pandas==3.1.1'
+  KLIO_EXPORT_PYTHON="$(pwd)/target/py-export/bin/python"
+  export KLIO_EXPORT_PYTHON
 fi
 
 # ONNX Runtime's shared library (the PyPI wheel) for the `backend = "ort"` tests.

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod export;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod inputs;

@@ -3,13 +3,11 @@
 //! progress and per-item lines, and sums up the run. What happens to one item is
 //! `pipeline`'s.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Config;
 use crate::item::{ItemRef, Outcome};
@@ -119,7 +117,7 @@ pub fn run(
 
     let items = expanded.items;
     let total = items.len() as u64;
-    let bar = progress_bar(total, req.quiet);
+    let bar = crate::term::progress_bar(total, req.quiet);
     let mut counts = RunCounts::default();
     let mut gave_up = 0u64;
     let mut missing_input = 0u64;
@@ -254,23 +252,6 @@ pub fn run(
         out_dir: req.out_dir.clone(),
         ledger: req.ledger.clone(),
     })
-}
-
-fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
-    if quiet || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(if crate::term::color_stderr() {
-            "{bar:30.cyan/blue} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]"
-        } else {
-            "{bar:30} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]"
-        })
-        .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    Some(bar)
 }
 
 /// The ledger path for an output folder when none is given.

@@ -58,6 +58,27 @@ pub fn error_text(e: &anyhow::Error) -> String {
     out
 }
 
+/// A progress bar of `total` items on stderr, or none with `--quiet` or when stderr is not a
+/// terminal (logs and CI output stay clean).
+pub fn progress_bar(total: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(if color_stderr() {
+            "{bar:30.cyan/blue} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]"
+        } else {
+            "{bar:30} {pos}/{len} items  {msg}  [{elapsed_precise}, eta {eta}]"
+        })
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(bar)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -36,6 +36,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send items (files, folders, globs, @manifests) to the configured source for `serve`.
     Publish(PublishArgs),
+    /// Export the ledger's done items as a dataset: Parquet (one row per item), WebDataset tar
+    /// shards, or a JSONL manifest. Reads only; writes only into --to.
+    Export(ExportArgs),
     /// Inspect the ledger.
     Ledger {
         /// What to show.
@@ -127,6 +130,38 @@ pub struct PublishArgs {
     pub bottom_up: bool,
 }
 
+/// `export` flags.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The outputs to export: a folder or an object-store prefix (default: output.dir).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Ledger file whose done items are exported (default: <out>/klio-ledger.sqlite).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// The format.
+    #[arg(long, value_enum)]
+    pub format: crate::export::Format,
+    /// Destination folder (created; must be empty, or hold an earlier export with --overwrite).
+    #[arg(long, value_name = "DEST")]
+    pub to: PathBuf,
+    /// Replace the files of an earlier export in --to.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Parquet: start a new file past this many MiB (fractions allowed).
+    #[arg(long, value_name = "MB", default_value_t = 512.0, value_parser = positive_mb)]
+    pub max_file_mb: f64,
+    /// WebDataset: start a new shard past this many MiB (fractions allowed).
+    #[arg(long, value_name = "MB", default_value_t = 1024.0, value_parser = positive_mb)]
+    pub shard_mb: f64,
+    /// WebDataset: put each item's source audio into its sample.
+    #[arg(long)]
+    pub with_audio: bool,
+    /// Print a JSON summary on stdout (items, bytes, files, wall_s, failed).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Where the ledger is, for the `ledger` commands.
 #[derive(Debug, Args)]
 pub struct LedgerLocation {
@@ -189,4 +224,12 @@ pub enum ConfigCommand {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+}
+
+/// A size in MiB: a positive, finite number.
+fn positive_mb(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(mb) if mb.is_finite() && mb > 0.0 => Ok(mb),
+        _ => Err(format!("{text:?} is not a positive number of MiB")),
+    }
 }

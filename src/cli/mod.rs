@@ -107,6 +107,10 @@ fn flag_sets(cli: &Cli) -> Vec<String> {
                 }
             }
         }
+        Command::Export(a) => {
+            path(&mut sets, "output.dir", &a.out);
+            path(&mut sets, "output.ledger", &a.ledger);
+        }
         Command::Ledger { command } => {
             let loc = match command {
                 LedgerCommand::Status(l) | LedgerCommand::Failed(l) => l,
@@ -248,7 +252,61 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Ledger { command } => ledger_command(&cfg, command, cli.quiet),
+        Command::Export(args) => export_command(&cfg, args, cli.quiet),
     }
+}
+
+/// `klio-edge export`: exit 0 when every done item was exported, 1 when some were left out
+/// (listed), 2 for an unusable ledger, outputs or destination.
+fn export_command(cfg: &Config, args: args::ExportArgs, quiet: bool) -> Result<i32> {
+    if args.with_audio && args.format != crate::export::Format::Webdataset {
+        return usage(Err(anyhow::anyhow!(
+            "--with-audio puts the source into WebDataset samples: use it with --format webdataset"
+        )));
+    }
+    let (out_dir, _) = usage(out_and_ledger(cfg))?;
+    let ledger = existing_ledger_path(cfg)?;
+    let req = crate::export::ExportRequest {
+        out: out_dir.to_string_lossy().into_owned(),
+        ledger,
+        format: args.format,
+        to: args.to,
+        overwrite: args.overwrite,
+        max_file_mb: args.max_file_mb,
+        shard_mb: args.shard_mb,
+        with_audio: args.with_audio,
+        quiet,
+    };
+    let stores = std::sync::Arc::new(crate::store::Stores::new(&cfg.store));
+    let summary = usage(crate::export::run(&req, stores))?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&summary)?);
+    }
+    if !quiet {
+        eprintln!(
+            "exported {} as {} to {}: {} file(s), {:.1} MB, {:.2} s ({:.0} MB/s){}",
+            items(summary.items),
+            summary.format,
+            summary.to.display(),
+            summary.files,
+            summary.bytes as f64 / 1e6,
+            summary.wall_s,
+            summary.bytes as f64 / 1e6 / summary.wall_s.max(1e-9),
+            if summary.failed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} left out (listed above)",
+                    items(summary.failed.len() as u64)
+                )
+            }
+        );
+    }
+    Ok(if summary.failed.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ITEMS_FAILED
+    })
 }
 
 /// "1 item", "2 items".

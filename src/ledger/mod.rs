@@ -122,6 +122,23 @@ pub struct ItemRow {
     pub attempts: i64,
 }
 
+/// A done item's row, as `export` reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DoneRow {
+    /// Element id.
+    pub element: String,
+    /// Source path or URI.
+    pub source: String,
+    /// Seconds of audio (none for binary items).
+    pub duration_s: Option<f64>,
+    /// The output file names the commit recorded.
+    pub outputs: Vec<String>,
+    /// BLAKE3 of the input bytes.
+    pub input_hash: Option<String>,
+    /// Output-affecting config hash.
+    pub config_hash: String,
+}
+
 const ITEM_COLUMNS: &str = "element, source, input_size, input_mtime_ns, input_hash, config_hash, \
     state, error_kind, error_message, attempts";
 
@@ -816,6 +833,44 @@ impl Ledger {
         ))?;
         let rows = stmt.query_map([], item_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every done item, by element id (what `export` reads).
+    ///
+    /// # Errors
+    /// SQLite errors; an `outputs` column that is not a JSON list of names.
+    pub fn done_items(&self) -> Result<Vec<DoneRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT element, source, duration_s, outputs, input_hash, config_hash FROM items \
+             WHERE state = 'done' ORDER BY element",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                DoneRow {
+                    element: r.get(0)?,
+                    source: r.get(1)?,
+                    duration_s: r.get(2)?,
+                    outputs: Vec::new(),
+                    input_hash: r.get(4)?,
+                    config_hash: r.get(5)?,
+                },
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut row, outputs) = row?;
+            if let Some(text) = outputs {
+                row.outputs = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "ledger row of {}: outputs is not a list of names",
+                        row.element
+                    )
+                })?;
+            }
+            out.push(row);
+        }
+        Ok(out)
     }
 
     /// The latest runs, newest first.

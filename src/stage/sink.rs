@@ -1095,7 +1095,7 @@ pub fn for_each_frame_tile<E: From<SinkError>>(
 }
 
 /// An NPY 1.0 header for little-endian float32 in C order, padded to a multiple of 64 bytes.
-fn npy_header(shape: &[usize]) -> Vec<u8> {
+pub(crate) fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape = if dims.len() == 1 {
         format!("({},)", dims[0])

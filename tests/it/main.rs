@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod examples;
 mod exec;
+mod export;
 mod formats;
 mod fuzz_props;
 mod hostile;

@@ -117,6 +117,73 @@ fn s3_listing_upload_and_output_exists_across_ledgers() {
         std::fs::read(local_dir.join("log_mel.npy")).unwrap()
     );
 
+    // Export reads a bucket's outputs as it reads a folder's: each sample holds the bucket's
+    // log-mel bytes and, with --with-audio, the source object; the manifest names the URLs.
+    for (format, to, audio) in [("webdataset", "wds", true), ("jsonl", "jsonl", false)] {
+        let mut args = vec![
+            "export",
+            "--json",
+            "--out",
+            "s3://klio/out",
+            "--ledger",
+            "node1.sqlite",
+            "--format",
+            format,
+            "--to",
+            to,
+        ];
+        if audio {
+            args.push("--with-audio");
+        }
+        let o = crate::common::klio_env(d, &args, &env);
+        let err = crate::common::stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{format}: {err}");
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["items"], 3, "{summary}");
+    }
+    let shard = std::fs::File::open(d.join("wds/shard-000000.tar")).unwrap();
+    let mut entries = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(shard).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        entries.insert(name, bytes);
+    }
+    let sources = [
+        ("s3://klio/in/a.flac", "flac", &flac),
+        ("s3://klio/in/sub/b.mp3", "mp3", &mp3),
+        ("s3://klio/in/c.wav", "wav", &wav),
+    ];
+    for (source, ext, bytes) in sources {
+        let r = rows.iter().find(|r| r.1 == source).unwrap();
+        let key = r.0.replace('.', "_");
+        assert_eq!(
+            entries.get(&format!("{key}.log_mel.npy")),
+            moto.get("klio", &format!("out/{}/log_mel.npy", r.0))
+                .as_ref(),
+            "{source}: {:?}",
+            entries.keys()
+        );
+        assert_eq!(
+            entries.get(&format!("{key}.{ext}")),
+            Some(bytes),
+            "{source}"
+        );
+    }
+    assert_eq!(entries.len(), 9, "{:?}", entries.keys());
+    let manifest = std::fs::read_to_string(d.join("jsonl/manifest.jsonl")).unwrap();
+    let urls: Vec<String> = manifest
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| v["audio_filepath"].as_str().unwrap().to_string())
+        .collect();
+    let mut want: Vec<String> = sources.iter().map(|s| s.0.to_string()).collect();
+    want.sort();
+    let mut got = urls.clone();
+    got.sort();
+    assert_eq!(got, want);
+
     // A second node with its own ledger skips what the first finished (output-exists check)...
     let args2 = [
         "--config",
