@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: `scripts/test.sh [cargo test args...]` (the arguments go to
-# `cargo test --workspace --locked --no-fail-fast`). On a fresh Debian machine with rustup and a C compiler it installs what the
+# `cargo test --workspace --locked --no-fail-fast`); without arguments it then builds the Python
+# package (`pip install ./python`, the dev profile's artifacts reused) into a venv with librosa
+# and runs `pytest python/tests`. On a fresh Debian machine with rustup and a C compiler it installs what the
 # tests need first, as root or as a normal user (sudo only for the Debian packages, and only
 # when one is missing):
 #   Debian packages  nats-server (the broker the serve tests start on loopback),
@@ -10,13 +12,19 @@
 #   Python venvs     under target/, made once: py-moto (moto's S3 server), py-cloudbox (the
 #                    Pub/Sub emulator, with two one-line fixes), py-ort (the onnxruntime wheel,
 #                    whose library the `backend = "ort"` tests load), py-export (pyarrow,
-#                    datasets, webdataset: the readers export's formats are checked with)
+#                    datasets, webdataset: the readers export's formats are checked with),
+#                    py-klio (librosa, soundfile, pytest, and the klio_edge package built
+#                    from python/: what the Python package is checked against)
 # What it cannot install (Rust, a C compiler, apt, sudo) is checked before any slow step, and
 # everything missing is named at once. The tests fail, never skip, when a tool is missing.
 # Set KLIO_MOTO_SERVER, KLIO_CLOUDBOX, ORT_DYLIB_PATH or KLIO_EXPORT_PYTHON to use your own
 # instead of a venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Python extension (python/, a workspace member) is built as an extension module, which
+# leaves libpython's symbols to the interpreter that loads it: the workspace build needs no
+# libpython, and maturin's build (which sets the same) reuses its artifacts.
+export PYO3_BUILD_EXTENSION_MODULE=1
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }
 
@@ -120,6 +128,11 @@ if [ -z "${KLIO_EXPORT_PYTHON:-}" ]; then
   export KLIO_EXPORT_PYTHON
 fi
 
+# librosa and friends for pytest python/tests (the full run only).
+if [ "$#" = 0 ]; then
+  venv target/py-klio 'librosa==0.11.0' 'soundfile==0.14.0' 'pytest==9.2.0' 'numpy==2.4.6'
+fi
+
 # ONNX Runtime's shared library (the PyPI wheel) for the `backend = "ort"` tests.
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
   venv target/py-ort 'onnxruntime>=1.20'
@@ -138,4 +151,17 @@ set -e
 # One closing line with the totals over every test binary (doc tests print 0 last otherwise).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+
+# --- 4. The Python package (the full run only). ------------------------------------------------
+if [ "$#" = 0 ]; then
+  say "pip install ./python (maturin, dev profile) into target/py-klio, then pytest python/tests"
+  set +e
+  MATURIN_PEP517_ARGS="--profile dev" target/py-klio/bin/pip install -q --disable-pip-version-check \
+    --force-reinstall --no-deps ./python \
+    && KLIO_EDGE_BIN="$(pwd)/target/debug/klio-edge" \
+      target/py-klio/bin/python -m pytest -q -p no:cacheprovider python/tests
+  py_status=$?
+  set -e
+  [ "$py_status" = 0 ] || status=$py_status
+fi
 exit "$status"

@@ -192,14 +192,31 @@ macro_rules! item_error_from {
         }
     )*};
 }
-item_error_from!(
-    FetchError,
-    DecodeError,
-    FeatureError,
-    ExecError,
-    InferError,
-    SinkError
-);
+item_error_from!(FetchError, FeatureError, ExecError, InferError, SinkError);
+
+/// The ledger's name for each decode error (klio-decode knows nothing of the ledger).
+impl From<DecodeError> for ItemError {
+    fn from(e: DecodeError) -> Self {
+        let kind = match &e {
+            DecodeError::Io(_) => ErrorKind::Io,
+            DecodeError::Empty => ErrorKind::EmptyFile,
+            DecodeError::UnknownFormat(_) => ErrorKind::UnknownFormat,
+            DecodeError::NoAudioTrack(_) => ErrorKind::NoAudioTrack,
+            DecodeError::UnsupportedCodec(_) => ErrorKind::UnsupportedCodec,
+            DecodeError::InvalidStream(_) => ErrorKind::InvalidStream,
+            DecodeError::Truncated(_) => ErrorKind::Truncated,
+            DecodeError::Corrupt(_) => ErrorKind::Corrupt,
+            DecodeError::TooLong { .. } => ErrorKind::TooLong,
+            DecodeError::TooManyChannels(_) => ErrorKind::TooManyChannels,
+            DecodeError::RateTooHigh(_) => ErrorKind::SampleRateTooHigh,
+            DecodeError::RateTooLow(_) => ErrorKind::SampleRateTooLow,
+            DecodeError::ExtensionMismatch { .. } => ErrorKind::ExtensionMismatch,
+            DecodeError::NoSamples => ErrorKind::NoSamples,
+            DecodeError::Resample { .. } => ErrorKind::Resample,
+        };
+        ItemError::new(kind, e.to_string())
+    }
+}
 
 #[cfg(test)]
 mod tests {

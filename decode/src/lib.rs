@@ -2,8 +2,9 @@
 //!
 //! Containers and codecs are recognised by content (symphonia's probe, no extension hint);
 //! the extension is only checked against what was found. PCM is produced block by block
-//! ([`AudioStream::next_block`]), so a long file is never held whole in memory. This module
-//! knows nothing of features, outputs or the ledger.
+//! ([`AudioStream::next_block`]), so a long file is never held whole in memory. This crate
+//! knows nothing of features, outputs or the ledger: klio-edge's decode stage is this crate,
+//! and the Python package's `klio_edge.load` is too, so both decode and resample alike.
 
 mod config;
 pub mod mp4;
@@ -13,7 +14,6 @@ mod pcm;
 
 pub use config::{Channels, Damaged, DecodeConfig, DecodeHashView, Mismatch, SampleRate};
 
-use crate::pipeline::ErrorKind;
 use std::fs::File;
 use std::path::Path;
 
@@ -308,29 +308,6 @@ pub enum DecodeError {
     },
 }
 
-impl DecodeError {
-    /// The short name stored as the ledger's `error_kind`.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            DecodeError::Io(_) => ErrorKind::Io,
-            DecodeError::Empty => ErrorKind::EmptyFile,
-            DecodeError::UnknownFormat(_) => ErrorKind::UnknownFormat,
-            DecodeError::NoAudioTrack(_) => ErrorKind::NoAudioTrack,
-            DecodeError::UnsupportedCodec(_) => ErrorKind::UnsupportedCodec,
-            DecodeError::InvalidStream(_) => ErrorKind::InvalidStream,
-            DecodeError::Truncated(_) => ErrorKind::Truncated,
-            DecodeError::Corrupt(_) => ErrorKind::Corrupt,
-            DecodeError::TooLong { .. } => ErrorKind::TooLong,
-            DecodeError::TooManyChannels(_) => ErrorKind::TooManyChannels,
-            DecodeError::RateTooHigh(_) => ErrorKind::SampleRateTooHigh,
-            DecodeError::RateTooLow(_) => ErrorKind::SampleRateTooLow,
-            DecodeError::ExtensionMismatch { .. } => ErrorKind::ExtensionMismatch,
-            DecodeError::NoSamples => ErrorKind::NoSamples,
-            DecodeError::Resample { .. } => ErrorKind::Resample,
-        }
-    }
-}
-
 /// What was found in the file and what was produced.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AudioInfo {
@@ -375,7 +352,7 @@ fn codecs() -> &'static CodecRegistry {
         let mut r = CodecRegistry::new();
         symphonia::default::register_enabled_codecs(&mut r);
         #[cfg(feature = "opus")]
-        r.register_audio_decoder::<crate::stage::decode::opus::OpusDecoder>();
+        r.register_audio_decoder::<crate::opus::OpusDecoder>();
         r
     })
 }

@@ -1,6 +1,5 @@
 //! `[decode]`: how the decode stage reads a file and what PCM it hands on.
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 /// A target sample rate, or the file's own.

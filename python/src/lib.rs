@@ -1,0 +1,321 @@
+//! `klio_edge._native`: the Rust half of the Python package. klio-dsp's feature plans and
+//! klio-decode's loader, called with plain arguments; `klio_edge/*.py` gives them librosa's
+//! names, defaults and shapes. Every computation runs without the GIL, and a list of signals
+//! is spread over all cores.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use klio_decode::{AudioStream, Channels, DecodeConfig, SampleRate};
+use klio_dsp::{
+    power_to_db_in_place, DbConfig, DbReference, DspError, FbankConfig, Feature, FeatureConfig,
+    FeaturePlan, MelNorm, MelScale, PadMode, SpectrumKind, WindowKind,
+};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+/// The options of one feature call, as the Python side passes them (a dict with every key).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct Options {
+    n_fft: usize,
+    hop_length: usize,
+    win_length: usize,
+    window: String,
+    center: bool,
+    pad_mode: String,
+    power: f64,
+    n_mels: usize,
+    fmin: f64,
+    fmax: Option<f64>,
+    htk: bool,
+    norm: Option<String>,
+    n_mfcc: usize,
+    lifter: f64,
+    /// `None`: `ref=np.max`.
+    reference: Option<f32>,
+    amin: f32,
+    top_db: Option<f32>,
+    roll_percent: f64,
+    fbank: Option<FbankOptions>,
+}
+
+/// Kaldi fbank options (torchaudio.compliance.kaldi.fbank's meaning).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct FbankOptions {
+    num_mel_bins: usize,
+    frame_length: f64,
+    frame_shift: f64,
+    low_freq: f64,
+    high_freq: f64,
+    preemphasis_coefficient: f32,
+    remove_dc_offset: bool,
+    round_to_power_of_two: bool,
+    window_type: String,
+    sample_scale: f32,
+}
+
+fn value_error(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn config(feature: &str, sr: f64, o: &Options) -> PyResult<FeatureConfig> {
+    let f = Feature::from_name(feature)
+        .ok_or_else(|| value_error(format!("no feature named {feature:?}")))?;
+    let mut cfg = FeatureConfig::librosa_defaults(sr);
+    cfg.features = vec![f];
+    cfg.stft.n_fft = o.n_fft;
+    cfg.stft.hop_length = o.hop_length;
+    cfg.stft.win_length = o.win_length;
+    cfg.stft.window = WindowKind::from_name(&o.window).ok_or_else(|| {
+        value_error(format!(
+            "window={:?} is not supported: 'hann', 'hamming' or 'boxcar'",
+            o.window
+        ))
+    })?;
+    cfg.stft.center = o.center;
+    cfg.stft.pad_mode = PadMode::from_name(&o.pad_mode).ok_or_else(|| {
+        value_error(format!(
+            "pad_mode={:?} is not supported: 'constant', 'reflect' or 'edge'",
+            o.pad_mode
+        ))
+    })?;
+    cfg.mel_spectrum = if o.power == 2.0 {
+        SpectrumKind::Power
+    } else if o.power == 1.0 {
+        SpectrumKind::Magnitude
+    } else {
+        return Err(value_error(format!(
+            "power={} is not supported: 2.0 (power) or 1.0 (magnitude)",
+            o.power
+        )));
+    };
+    cfg.n_mels = o.n_mels;
+    cfg.fmin_hz = o.fmin;
+    cfg.fmax_hz = o.fmax;
+    cfg.mel_scale = if o.htk {
+        MelScale::Htk
+    } else {
+        MelScale::Slaney
+    };
+    cfg.mel_norm = match o.norm.as_deref() {
+        None => MelNorm::None,
+        Some("slaney") => MelNorm::Slaney,
+        Some(other) => {
+            return Err(value_error(format!(
+                "norm={other:?} is not supported: 'slaney' or None"
+            )))
+        }
+    };
+    cfg.n_mfcc = o.n_mfcc;
+    cfg.lifter = o.lifter;
+    cfg.db = DbConfig {
+        reference: o.reference.map_or(DbReference::Max, DbReference::Value),
+        amin: o.amin,
+        top_db: o.top_db,
+    };
+    cfg.rolloff_percent = o.roll_percent;
+    if let Some(fb) = &o.fbank {
+        cfg.fbank = FbankConfig {
+            frame_length_ms: fb.frame_length,
+            frame_shift_ms: fb.frame_shift,
+            n_mels: fb.num_mel_bins,
+            low_freq_hz: fb.low_freq,
+            high_freq_hz: fb.high_freq,
+            preemphasis: fb.preemphasis_coefficient,
+            remove_dc_offset: fb.remove_dc_offset,
+            window: match fb.window_type.as_str() {
+                "povey" => WindowKind::Povey,
+                "rectangular" => WindowKind::Rectangular,
+                other => {
+                    return Err(value_error(format!(
+                        "window_type={other:?} is not supported: 'povey' or 'rectangular'"
+                    )))
+                }
+            },
+            round_to_power_of_two: fb.round_to_power_of_two,
+            sample_scale: fb.sample_scale,
+            ..FbankConfig::default()
+        };
+    }
+    Ok(cfg)
+}
+
+/// Plans by configuration: building one (FFT plans, mel weights) costs more than a short
+/// clip's features. Bounded: a notebook sweeping parameters does not grow it without end.
+fn plan(cfg: FeatureConfig) -> Result<Arc<FeaturePlan>, DspError> {
+    static PLANS: OnceLock<Mutex<HashMap<String, Arc<FeaturePlan>>>> = OnceLock::new();
+    let key = format!("{cfg:?}");
+    let plans = PLANS.get_or_init(Default::default);
+    if let Some(p) = plans.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(Arc::clone(p));
+    }
+    let p = Arc::new(FeaturePlan::new(&cfg)?);
+    let mut map = plans.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= 64 {
+        map.clear();
+    }
+    map.insert(key, Arc::clone(&p));
+    Ok(p)
+}
+
+/// One signal's feature: `[channels][dim][frames]` values and that shape.
+type Computed = Result<(Vec<f32>, [usize; 3]), DspError>;
+
+fn compute_one(plan: &Arc<FeaturePlan>, channels: &[&[f32]]) -> Computed {
+    let out = plan.compute(channels)?.remove(0);
+    let shape = [out.channels.len(), out.dim, out.frames];
+    Ok((out.to_c_order(), shape))
+}
+
+/// Runs `work(i)` for `i` in `0..n` on all cores (inline for one), results in order.
+fn spread<T: Send>(n: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(n);
+    if threads <= 1 {
+        return (0..n).map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, T)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return mine;
+                        }
+                        mine.push((i, work(i)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
+}
+
+/// `feature` of each signal (a C-contiguous float32 `[channels, samples]` array): a list of
+/// float32 `[channels, dim, frames]` arrays. The signals are computed in parallel, without
+/// the GIL.
+#[pyfunction]
+fn compute<'py>(
+    py: Python<'py>,
+    signals: Vec<PyReadonlyArray2<'py, f32>>,
+    feature: &str,
+    sr: f64,
+    options: Options,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let plan = plan(config(feature, sr, &options)?).map_err(value_error)?;
+    let mut inputs: Vec<Vec<&[f32]>> = Vec::with_capacity(signals.len());
+    for s in &signals {
+        let rows = s.as_array();
+        let (channels, samples) = rows.dim();
+        let flat = s
+            .as_slice()
+            .map_err(|_| value_error("the signal must be C-contiguous"))?;
+        inputs.push(if samples == 0 {
+            vec![&flat[..0]; channels]
+        } else {
+            flat.chunks_exact(samples).collect()
+        });
+    }
+    let results: Vec<Computed> =
+        py.detach(|| spread(inputs.len(), |i| compute_one(&plan, &inputs[i])));
+    results
+        .into_iter()
+        .map(|r| {
+            let (values, shape) = r.map_err(value_error)?;
+            Ok(PyArray1::from_vec(py, values).reshape(shape)?.into_any())
+        })
+        .collect()
+}
+
+/// librosa's `power_to_db` over the whole of `values` (flattened); `reference` None is
+/// `ref=np.max`.
+#[pyfunction]
+fn power_to_db<'py>(
+    py: Python<'py>,
+    values: PyReadonlyArray1<'py, f32>,
+    reference: Option<f32>,
+    amin: f32,
+    top_db: Option<f32>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    if !(amin.is_normal() && amin > 0.0) {
+        return Err(value_error(format!(
+            "amin={amin} must be a positive number"
+        )));
+    }
+    if let Some(t) = top_db {
+        if t.is_nan() || t < 0.0 {
+            return Err(value_error(format!("top_db={t} must be non-negative")));
+        }
+    }
+    let mut v = values.as_array().to_vec();
+    let cfg = DbConfig {
+        reference: reference.map_or(DbReference::Max, DbReference::Value),
+        amin,
+        top_db,
+    };
+    py.detach(|| power_to_db_in_place(&mut v, &cfg));
+    Ok(PyArray1::from_vec(py, v))
+}
+
+/// Decodes `path` as klio-edge does: `(float32 [channels, samples], rate)`, mixed down with
+/// `mono`, resampled to `sr` unless it is None.
+#[pyfunction]
+#[pyo3(signature = (path, sr, mono))]
+fn load<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+    sr: Option<u32>,
+    mono: bool,
+) -> PyResult<(Bound<'py, PyAny>, u32)> {
+    let cfg = DecodeConfig {
+        sample_rate_hz: sr.map_or(SampleRate::Native, SampleRate::Hz),
+        channels: if mono { Channels::Mono } else { Channels::Keep },
+        ..DecodeConfig::default()
+    };
+    let decoded = py.detach(
+        || -> Result<(Vec<Vec<f32>>, u32), klio_decode::DecodeError> {
+            let mut stream = AudioStream::open(Path::new(&path), &cfg)?;
+            let rate = stream.info().sample_rate_hz;
+            let mut pcm: Vec<Vec<f32>> = vec![Vec::new(); stream.info().channels];
+            while let Some(block) = stream.next_block()? {
+                for (all, b) in pcm.iter_mut().zip(block) {
+                    all.extend_from_slice(b);
+                }
+            }
+            Ok((pcm, rate))
+        },
+    );
+    let (pcm, rate) = decoded.map_err(|e| match e {
+        klio_decode::DecodeError::Io(io) => PyOSError::new_err(format!("{}: {io}", path.display())),
+        other => value_error(format!("{}: {other}", path.display())),
+    })?;
+    let channels = pcm.len().max(1);
+    let samples = pcm.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = pcm.into_iter().flatten().collect();
+    let array = PyArray1::from_vec(py, flat).reshape([channels, samples])?;
+    Ok((array.into_any(), rate))
+}
+
+/// The extension module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(compute, m)?)?;
+    m.add_function(wrap_pyfunction!(power_to_db, m)?)?;
+    m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
