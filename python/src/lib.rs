@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use klio_decode::{AudioStream, Channels, DecodeConfig, SampleRate};
 use klio_dsp::{
     power_to_db_in_place, DbConfig, DbReference, DspError, FbankConfig, Feature, FeatureConfig,
-    FeaturePlan, MelNorm, MelScale, PadMode, SpectrumKind, WindowKind,
+    FeaturePlan, FeatureStream, FrameSink, MelNorm, MelScale, PadMode, Slot, SpectrumKind, Tile,
+    WindowKind,
 };
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -166,10 +167,141 @@ fn plan(cfg: FeatureConfig) -> Result<Arc<FeaturePlan>, DspError> {
 /// One signal's feature: `[channels][dim][frames]` values and that shape.
 type Computed = Result<(Vec<f32>, [usize; 3]), DspError>;
 
+/// A [`FrameSink`] that lays frames out in librosa's orientation as they arrive: per (slot,
+/// channel) one buffer of `dim` rows of `cap` frames, the STFT's frame count. The SIMD lanes
+/// hand over `[value][frame]` tiles, so each row takes a slice at a time; nothing is
+/// transposed, and a one-channel feature's buffer is the returned array.
+struct BandMajor {
+    planes: HashMap<(Slot, usize), Plane>,
+    cap: usize,
+}
+
+/// `dim` rows of `cap` values, `fill` frames written.
+struct Plane {
+    values: Vec<f32>,
+    dim: usize,
+    cap: usize,
+    fill: usize,
+}
+
+impl Plane {
+    fn new(dim: usize, cap: usize) -> Plane {
+        Plane {
+            values: vec![0.0; dim * cap],
+            dim,
+            cap,
+            fill: 0,
+        }
+    }
+
+    /// Room for `more` frames (more than the STFT's count: never expected, handled anyway).
+    fn reserve(&mut self, more: usize) {
+        if self.fill + more > self.cap {
+            let mut grown = Plane::new(self.dim, (self.fill + more).max(2 * self.cap));
+            for d in 0..self.dim {
+                grown.values[d * grown.cap..][..self.fill]
+                    .copy_from_slice(&self.values[d * self.cap..][..self.fill]);
+            }
+            grown.fill = self.fill;
+            *self = grown;
+        }
+    }
+
+    /// The first `frames` frames, `dim` rows of `frames` (the buffer itself when it fits).
+    fn into_rows(mut self, frames: usize) -> Vec<f32> {
+        if frames == self.cap {
+            return self.values;
+        }
+        for d in 1..self.dim {
+            self.values.copy_within(
+                d * self.cap..d * self.cap + frames.min(self.cap),
+                d * frames,
+            );
+        }
+        self.values.resize(self.dim * frames, 0.0);
+        self.values
+    }
+}
+
+impl BandMajor {
+    fn plane(&mut self, slot: Slot, channel: usize, dim: usize, more: usize) -> &mut Plane {
+        let cap = self.cap;
+        let p = self
+            .planes
+            .entry((slot, channel))
+            .or_insert_with(|| Plane::new(dim, cap));
+        p.reserve(more);
+        p
+    }
+
+    fn take(&mut self, slot: Slot, channel: usize, dim: usize, frames: usize) -> Vec<f32> {
+        match self.planes.remove(&(slot, channel)) {
+            Some(p) => p.into_rows(frames),
+            None => vec![0.0; dim * frames],
+        }
+    }
+}
+
+impl FrameSink for BandMajor {
+    fn frame(&mut self, slot: Slot, channel: usize, values: &[f32]) {
+        let p = self.plane(slot, channel, values.len(), 1);
+        for (d, &v) in values.iter().enumerate() {
+            p.values[d * p.cap + p.fill] = v;
+        }
+        p.fill += 1;
+    }
+
+    fn tile(&mut self, slot: Slot, channel: usize, tile: Tile<'_>) {
+        let p = self.plane(slot, channel, tile.dim, tile.count);
+        for (d, row) in tile.values.chunks_exact(tile.lanes).enumerate() {
+            p.values[d * p.cap + p.fill..][..tile.count].copy_from_slice(&row[..tile.count]);
+        }
+        p.fill += tile.count;
+    }
+}
+
+/// Samples per channel handed to the feature stream at a time.
+const PUSH_BLOCK: usize = 1 << 16;
+
 fn compute_one(plan: &Arc<FeaturePlan>, channels: &[&[f32]]) -> Computed {
-    let out = plan.compute(channels)?.remove(0);
-    let shape = [out.channels.len(), out.dim, out.frames];
-    Ok((out.to_c_order(), shape))
+    let feature = plan.config().features[0];
+    let mut stream = FeatureStream::new(Arc::clone(plan), channels.len());
+    let samples = channels.first().map_or(0, |c| c.len() as u64);
+    let mut sink = BandMajor {
+        planes: HashMap::new(),
+        cap: plan.config().stft.n_frames(samples) as usize,
+    };
+    // In blocks, as the decoder feeds the binary: the stream's framing buffer stays in cache
+    // (pushed whole, an hour was copied into it at once, page faults and all).
+    let samples = samples as usize;
+    let mut at = 0;
+    while at < samples {
+        let end = (at + PUSH_BLOCK).min(samples);
+        let block: Vec<&[f32]> = channels.iter().map(|c| &c[at..end]).collect();
+        stream.push(&block, &mut sink)?;
+        at = end;
+    }
+    let fin = stream.finish(&mut sink)?;
+    let (dim, frames) = (fin.dim(feature), fin.frames(feature) as usize);
+    let mut planes = Vec::with_capacity(channels.len());
+    let mut scratch = Vec::new();
+    for c in 0..channels.len() {
+        if fin.is_deferred(feature) {
+            // Mel frames that needed the whole signal (its maximum) to become final.
+            let pending = sink.take(Slot::PendingMel, c, fin.pending_dim(), frames);
+            let mut out = vec![0.0; dim * frames];
+            fin.finish_band_major(feature, &pending, frames, &mut scratch, &mut out);
+            planes.push(out);
+        } else {
+            planes.push(sink.take(Slot::Output(feature), c, dim, frames));
+        }
+    }
+    let out = if planes.len() == 1 {
+        planes.pop().unwrap_or_default()
+    } else {
+        planes.concat()
+    };
+    Ok((out, [channels.len(), dim, frames]))
 }
 
 /// Runs `work(i)` for `i` in `0..n` on all cores (inline for one), results in order.
