@@ -12,12 +12,13 @@ The computation runs without the GIL.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Union
 
 import numpy as np
 
 from . import _native, feature
-from ._core import Signal, check_mel, compute, stft_options, unsupported
+from ._core import Signal, compute, name_of, stft_options, unsupported
 from ._run import Item, Run, open_run
 
 __version__ = _native.__version__
@@ -65,8 +66,6 @@ def power_to_db(S: Any, *, ref: Any = 1.0, amin: float = 1e-10, top_db: Optional
         reference = float(ref(np.abs(a)))
     else:
         reference = float(ref)
-    if top_db is not None and top_db < 0:
-        raise ValueError(f"top_db={top_db} must be non-negative")
     flat = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
     out = _native.power_to_db(flat, reference, float(amin), None if top_db is None else float(top_db))
     return out.reshape(a.shape)
@@ -151,8 +150,6 @@ def kaldi_fbank(
         raise unsupported("dither", dither, "0.0 (deterministic features)")
     if snip_edges is not True:
         raise unsupported("snip_edges", snip_edges, "True")
-    if window_type not in ("povey", "rectangular"):
-        raise unsupported("window_type", window_type, "'povey' or 'rectangular'")
     fb = dict(
         num_mel_bins=int(num_mel_bins),
         frame_length=float(frame_length),
@@ -162,7 +159,7 @@ def kaldi_fbank(
         preemphasis_coefficient=float(preemphasis_coefficient),
         remove_dc_offset=bool(remove_dc_offset),
         round_to_power_of_two=bool(round_to_power_of_two),
-        window_type=window_type,
+        window_type=name_of("window_type", window_type, "'povey' or 'rectangular'"),
         sample_scale=float(sample_scale),
     )
     got = compute("fbank", y, sr, fbank=fb)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -58,16 +58,12 @@ def _as_signal(y: Any, what: str = "y") -> np.ndarray:
     return a
 
 
-def _window_name(window: Any) -> str:
-    if isinstance(window, str) and window in ("hann", "hamming", "boxcar", "rectangular", "ones"):
-        return window
-    raise unsupported("window", window, "'hann', 'hamming' or 'boxcar'")
-
-
-def _pad_name(pad_mode: Any) -> str:
-    if isinstance(pad_mode, str) and pad_mode in ("constant", "reflect", "edge"):
-        return pad_mode
-    raise unsupported("pad_mode", pad_mode, "'constant', 'reflect' or 'edge'")
+def name_of(arg: str, value: Any, supported: str) -> str:
+    """A name-valued argument (a window, a pad mode, a norm): the Rust side checks which names
+    it knows and says so; tuples, arrays and callables stop here."""
+    if isinstance(value, str):
+        return value
+    raise unsupported(arg, value, supported)
 
 
 def stft_options(n_fft, hop_length, win_length, window, center, pad_mode) -> dict:
@@ -79,9 +75,9 @@ def stft_options(n_fft, hop_length, win_length, window, center, pad_mode) -> dic
         n_fft=n_fft,
         hop_length=int(hop_length),
         win_length=win_length,
-        window=_window_name(window),
+        window=name_of("window", window, "'hann', 'hamming' or 'boxcar'"),
         center=bool(center),
-        pad_mode=_pad_name(pad_mode),
+        pad_mode=name_of("pad_mode", pad_mode, "'constant', 'reflect' or 'edge'"),
     )
 
 
@@ -108,7 +104,7 @@ def compute(feature: str, y: Signal, sr: float, **options: Any):
     return shaped if batch else shaped[0]
 
 
-def check_mel(n_fft: int, fmax: Optional[float]) -> None:
+def check_mel(n_fft: int) -> None:
     if int(n_fft) % 2:
         # librosa's mel filters place bins at rfftfreq (k * sr / n_fft); klio-dsp's at
         # k * (sr/2) / (n_bins - 1): the same for even n_fft only.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ._core import Signal, check_mel, compute, stft_options, unsupported
+from ._core import Signal, check_mel, compute, name_of, stft_options, unsupported
 
 __all__ = [
     "melspectrogram",
@@ -29,10 +29,8 @@ def _no_s(S: Any) -> None:
 def _mel_options(power, n_mels=128, fmin=0.0, fmax=None, htk=False, norm="slaney", dtype=None, **rest):
     if rest:
         raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(rest))}")
-    if norm is not None and norm != "slaney":
-        raise unsupported("norm", norm, "'slaney' or None")
-    if power not in (1.0, 2.0):
-        raise unsupported("power", power, "2.0 (power) or 1.0 (magnitude)")
+    if norm is not None:
+        norm = name_of("norm", norm, "'slaney' or None")
     if dtype is not None and dtype != "float32" and getattr(dtype, "__name__", None) != "float32":
         raise unsupported("dtype", dtype, "float32")
     return dict(
@@ -62,7 +60,7 @@ def melspectrogram(
     """librosa.feature.melspectrogram: (n_mels, frames), float32. ``kwargs``: n_mels, fmin,
     fmax, htk, norm ('slaney' or None), as librosa.filters.mel."""
     _no_s(S)
-    check_mel(n_fft, kwargs.get("fmax"))
+    check_mel(n_fft)
     opts = stft_options(n_fft, hop_length, win_length, window, center, pad_mode)
     opts.update(_mel_options(power, **kwargs))
     return compute("mel", y, sr, **opts)
@@ -89,17 +87,12 @@ def mfcc(
         raise unsupported("norm", norm, "'ortho'")
     if lifter < 0:
         raise ValueError(f"lifter={lifter} must be non-negative")
-    stft = {k: kwargs.pop(k) for k in ("n_fft", "hop_length", "win_length", "window", "center", "pad_mode") if k in kwargs}
+    # melspectrogram's STFT arguments, at its defaults unless given.
+    stft = dict(n_fft=2048, hop_length=512, win_length=None, window="hann", center=True, pad_mode="constant")
+    stft.update({k: kwargs.pop(k) for k in list(stft) if k in kwargs})
     power = kwargs.pop("power", 2.0)
-    check_mel(stft.get("n_fft", 2048), kwargs.get("fmax"))
-    opts = stft_options(
-        stft.get("n_fft", 2048),
-        stft.get("hop_length", 512),
-        stft.get("win_length"),
-        stft.get("window", "hann"),
-        stft.get("center", True),
-        stft.get("pad_mode", "constant"),
-    )
+    check_mel(stft["n_fft"])
+    opts = stft_options(**stft)
     opts.update(_mel_options(power, norm=mel_norm, **kwargs))
     opts.update(n_mfcc=int(n_mfcc), lifter=float(lifter))
     return compute("mfcc", y, sr, **opts)

@@ -1,6 +1,5 @@
 """Shapes, dtypes, batches, errors, and open_run over a real klio-edge run."""
 
-import json
 import os
 import shutil
 import subprocess

@@ -9,7 +9,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 
-use super::{source_path, DestFile, FormatWriter, Item, ItemProblem, Outputs};
+use super::{DestFile, FormatWriter, Item, ItemProblem, Outputs};
+use crate::item::Source;
 
 /// The manifest being written.
 pub struct Jsonl {
@@ -106,7 +107,9 @@ pub fn line(item: &Item, outputs: &Outputs, outputs_root: &str) -> Result<Value,
     Ok(json!({
         "element": e,
         "source": item.row.source,
-        "audio_filepath": source_path(&item.row.source),
+        // A local source as its path (a `file://` URI unwrapped), a remote one as its URL.
+        "audio_filepath": Source::parse(&item.row.source)
+            .map_or_else(|_| item.row.source.clone(), |s| s.to_string()),
         "duration": duration,
         "sample_rate_hz": sample_rate,
         "out": outputs_root,

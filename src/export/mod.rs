@@ -111,8 +111,9 @@ pub enum Outputs {
     },
 }
 
-/// The largest output file export reads into memory (one feature of a long item).
-const MAX_FILE_BYTES: u64 = 16 << 30;
+/// The largest file export reads into memory (one feature of a long item, a source with
+/// `--with-audio`).
+pub const MAX_FILE_BYTES: u64 = 16 << 30;
 
 impl Outputs {
     /// The outputs at `out` (a folder, or an object-store URL).
@@ -285,8 +286,6 @@ pub struct DestFile {
     tmp: PathBuf,
     path: PathBuf,
     file: Option<std::io::BufWriter<fs::File>>,
-    /// Bytes written so far.
-    pub bytes: u64,
 }
 
 impl DestFile {
@@ -302,12 +301,11 @@ impl DestFile {
             tmp,
             path: dir.join(name),
             file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
-            bytes: 0,
         })
     }
 
-    /// The open file (for writers that take a `Write`).
-    pub fn writer(&mut self) -> &mut std::io::BufWriter<fs::File> {
+    /// The open file.
+    fn writer(&mut self) -> &mut std::io::BufWriter<fs::File> {
         self.file.as_mut().expect("open until finished")
     }
 
@@ -332,9 +330,7 @@ impl DestFile {
 
 impl Write for DestFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.writer().write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
+        self.writer().write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.writer().flush()
@@ -389,13 +385,13 @@ fn is_ours(name: &str) -> bool {
     partial || shard || part || name == "manifest.jsonl"
 }
 
-/// Makes `to` ready: created, and empty (or, with `overwrite`, rid of an earlier export's
-/// files; anything else in it is refused).
 /// `mb` MiB in bytes, at least one (`as` saturates a huge value).
 fn mib(mb: f64) -> u64 {
     ((mb * (1u64 << 20) as f64) as u64).max(1)
 }
 
+/// Makes `to` ready: created, and empty (or, with `overwrite`, rid of an earlier export's
+/// files; anything else in it is refused).
 fn prepare_destination(to: &Path, overwrite: bool) -> Result<()> {
     fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     let mut theirs = Vec::new();
@@ -511,14 +507,6 @@ pub fn run(req: &ExportRequest, stores: Arc<Stores>) -> Result<ExportSummary> {
         wall_s: started.elapsed().as_secs_f64(),
         failed,
     })
-}
-
-/// The source as a local path when it is one (`file://` URLs and plain paths), else as given.
-pub fn source_path(source: &str) -> String {
-    match source.strip_prefix("file://") {
-        Some(p) => p.to_string(),
-        None => source.to_string(),
-    }
 }
 
 #[cfg(test)]

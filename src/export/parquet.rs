@@ -348,8 +348,8 @@ fn schema_of(columns: &[Column]) -> SchemaRef {
 /// Reads one item's cells for `columns`.
 fn read_row(item: &Item, outputs: &Outputs, columns: &[Column]) -> Result<Row, ItemProblem> {
     let e = &item.row.element;
-    let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut jsons: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    // A `<name>_shape` column follows the column that read its file (see `columns_of`).
+    let mut shapes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut cells = Vec::with_capacity(columns.len());
     let mut bytes = 0u64;
     for c in columns {
@@ -357,55 +357,40 @@ fn read_row(item: &Item, outputs: &Outputs, columns: &[Column]) -> Result<Row, I
             cells.push(None);
             continue;
         }
+        let at = || outputs.location(e, &c.file);
         let cell = match &c.kind {
-            Kind::Feature { ndim } => {
-                let npy = parse_npy(&outputs.read(e, &c.file)?)
-                    .with_context(|| outputs.location(e, &c.file))?;
-                shapes.insert(c.file.clone(), npy.shape.clone());
-                if npy.shape.len() != *ndim {
-                    return Err(ItemProblem::Item(format!(
-                        "{}: {} dimensions where the export's first item had {ndim} (export \
-                         items of one config together)",
-                        outputs.location(e, &c.file),
-                        npy.shape.len()
-                    )));
+            Kind::Feature { .. } | Kind::Flat => {
+                let npy = parse_npy(&outputs.read(e, &c.file)?).with_context(at)?;
+                if let Kind::Feature { ndim } = c.kind {
+                    if npy.shape.len() != ndim {
+                        return Err(ItemProblem::Item(format!(
+                            "{}: {} dimensions where the export's first item had {ndim} \
+                             (export items of one config together)",
+                            at(),
+                            npy.shape.len()
+                        )));
+                    }
                 }
                 if npy.values.len() > i32::MAX as usize {
                     return Err(ItemProblem::Item(format!(
                         "{}: {} values, more than a Parquet list holds",
-                        outputs.location(e, &c.file),
+                        at(),
                         npy.values.len()
                     )));
                 }
                 bytes += 4 * npy.values.len() as u64;
-                Cell::Npy(npy)
-            }
-            Kind::Flat => {
-                let npy = parse_npy(&outputs.read(e, &c.file)?)
-                    .with_context(|| outputs.location(e, &c.file))?;
-                bytes += 4 * npy.values.len() as u64;
-                shapes.insert(c.file.clone(), npy.shape.clone());
+                shapes.insert(&c.file, npy.shape.clone());
                 Cell::Npy(npy)
             }
             Kind::Shape => {
-                // Its feature or model column comes first and read the file.
-                let shape = match shapes.get(&c.file) {
-                    Some(s) => s.clone(),
-                    None => parse_npy(&outputs.read(e, &c.file)?)?.shape,
-                };
+                let shape = shapes.get(c.file.as_str()).ok_or_else(|| {
+                    ItemProblem::Item(format!("{}: no values read before its shape", at()))
+                })?;
                 Cell::Shape(shape.iter().map(|&d| d as i64).collect())
             }
             Kind::Segments | Kind::Labels => {
-                let v = match jsons.get(&c.file) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&outputs.read(e, &c.file)?)
-                                .with_context(|| outputs.location(e, &c.file))?;
-                        jsons.insert(c.file.clone(), v.clone());
-                        v
-                    }
-                };
+                let v: serde_json::Value =
+                    serde_json::from_slice(&outputs.read(e, &c.file)?).with_context(at)?;
                 if c.kind == Kind::Segments {
                     let list = v["segments"].as_array().cloned().unwrap_or_default();
                     Cell::Segments(

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::{DestFile, FormatWriter, Item, ItemProblem, Outputs};
-use crate::store::{Remote, Stores};
+use crate::item::Source;
+use crate::store::Stores;
 
 /// The shards being written.
 pub struct Shards {
@@ -82,16 +83,15 @@ impl Shards {
         entries.push((format!("{key}.json"), item.meta_bytes.clone()));
         if let Some(stores) = &self.audio {
             let src = &item.row.source;
-            let bytes = match Remote::parse(src).map_err(anyhow::Error::msg)? {
-                Some(r) => stores
-                    .read_small(&r, 16 << 30)?
+            let source = Source::parse(src).map_err(anyhow::Error::msg)?;
+            let bytes = match &source {
+                Source::Remote(r) => stores
+                    .read_small(r, super::MAX_FILE_BYTES)?
                     .with_context(|| format!("the source {src} is gone"))?,
-                None => {
-                    let p = super::source_path(src);
-                    std::fs::read(&p).with_context(|| format!("cannot read the source {p}"))?
-                }
+                Source::Path(p) => std::fs::read(p)
+                    .with_context(|| format!("cannot read the source {}", p.display()))?,
             };
-            let ext = Path::new(&super::source_path(src))
+            let ext = Path::new(&source.to_string())
                 .extension()
                 .map(|x| x.to_string_lossy().to_lowercase())
                 .filter(|x| !x.is_empty() && x.chars().all(|c| c.is_ascii_alphanumeric()))
