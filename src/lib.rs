@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod inputs;
 pub mod item;
 pub mod ledger;
+pub mod picture;
 pub mod pipeline;
 pub mod process;
 pub mod serve;

@@ -39,6 +39,13 @@ pub enum Command {
     /// Export the ledger's done items as a dataset: Parquet (one row per item), WebDataset tar
     /// shards, or a JSONL manifest. Reads only; writes only into --to.
     Export(ExportArgs),
+    /// Draw one item's feature (a spectrogram, MFCC, a descriptor or the waveform) as a PNG,
+    /// or any 2-D `.npy` klio-edge wrote.
+    Plot(PlotArgs),
+    /// Write the ledger's runs as one self-contained HTML page: totals, stage times,
+    /// throughput, distributions, failures with the command to retry them, the slowest items
+    /// and a gallery of spectrograms. Reads only.
+    Report(ReportArgs),
     /// Inspect the ledger.
     Ledger {
         /// What to show.
@@ -162,6 +169,56 @@ pub struct ExportArgs {
     pub json: bool,
 }
 
+/// `plot` flags.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// An element id (as `ledger` and the output folders name it) or the path of a `.npy`.
+    #[arg(value_name = "ELEMENT_OR_NPY")]
+    pub target: String,
+    /// The output folder (or object-store prefix) the element is in (default: output.dir).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The feature to draw (default: log_mel if the item has it, else its first 2-D feature);
+    /// `waveform` decodes the source.
+    #[arg(long, value_name = "NAME")]
+    pub feature: Option<String>,
+    /// The PNG file to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub to: PathBuf,
+    /// Width in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 1200, value_parser = clap::value_parser!(u32).range(480..=16384))]
+    pub width: u32,
+    /// Height of the plot panels in pixels (title, VAD strips and labels add to it).
+    #[arg(long, value_name = "PX", default_value_t = 600, value_parser = clap::value_parser!(u32).range(120..=16384))]
+    pub height: u32,
+    /// Spectrograms: the colour scale spans this many dB below the loudest value.
+    #[arg(long, value_name = "DB", default_value_t = 80.0, value_parser = positive_db)]
+    pub db_range: f64,
+    /// Print a JSON summary on stdout (size, panel pixel areas, row frequencies, scale).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The output folder whose ledger and outputs to report on (default: output.dir).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Ledger file (default: <out>/klio-ledger.sqlite).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// The HTML file to write; full-size pictures go in a folder beside it (`<name>_files/`).
+    #[arg(long, value_name = "FILE.html", default_value = "report.html")]
+    pub to: PathBuf,
+    /// Items in the gallery of spectrograms (failed and slowest first).
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    pub items: usize,
+    /// The feature the gallery draws (default: log_mel, else each item's first 2-D feature).
+    #[arg(long, value_name = "NAME")]
+    pub feature: Option<String>,
+}
+
 /// Where the ledger is, for the `ledger` commands.
 #[derive(Debug, Args)]
 pub struct LedgerLocation {
@@ -224,6 +281,14 @@ pub enum ConfigCommand {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+}
+
+/// A dB range: a positive, finite number.
+fn positive_db(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(db) if db.is_finite() && db > 0.0 => Ok(db),
+        _ => Err(format!("{text:?} is not a positive number of dB")),
+    }
 }
 
 /// A size in MiB: a positive, finite number.

@@ -111,6 +111,11 @@ fn flag_sets(cli: &Cli) -> Vec<String> {
             path(&mut sets, "output.dir", &a.out);
             path(&mut sets, "output.ledger", &a.ledger);
         }
+        Command::Report(a) => {
+            path(&mut sets, "output.dir", &a.out);
+            path(&mut sets, "output.ledger", &a.ledger);
+        }
+        Command::Plot(a) => path(&mut sets, "output.dir", &a.out),
         Command::Ledger { command } => {
             let loc = match command {
                 LedgerCommand::Status(l) | LedgerCommand::Failed(l) => l,
@@ -253,7 +258,53 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Ledger { command } => ledger_command(&cfg, command, cli.quiet),
         Command::Export(args) => export_command(&cfg, args, cli.quiet),
+        Command::Plot(args) => plot_command(&cfg, args),
+        Command::Report(args) => report_command(&cfg, args, cli.quiet),
     }
+}
+
+/// `klio-edge plot`: exit 0 with the picture written, 2 when it cannot be drawn.
+fn plot_command(cfg: &Config, args: args::PlotArgs) -> Result<i32> {
+    let req = crate::picture::PlotRequest {
+        target: args.target,
+        out: cfg.output.dir.to_string_lossy().into_owned(),
+        feature: args.feature,
+        to: args.to,
+        options: crate::picture::FigureOptions {
+            width: args.width,
+            height: args.height,
+            db_range: args.db_range,
+        },
+    };
+    let stores = std::sync::Arc::new(crate::store::Stores::new(&cfg.store));
+    let summary = usage(crate::picture::plot(&req, stores))?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(EXIT_OK)
+}
+
+/// `klio-edge report`: exit 0 with the page written, 2 for an unusable ledger or destination.
+fn report_command(cfg: &Config, args: args::ReportArgs, quiet: bool) -> Result<i32> {
+    let (out_dir, _) = usage(out_and_ledger(cfg))?;
+    let ledger = existing_ledger_path(cfg)?;
+    let req = crate::picture::report::ReportRequest {
+        out: out_dir.to_string_lossy().into_owned(),
+        ledger,
+        items: args.items,
+        feature: args.feature,
+    };
+    let stores = std::sync::Arc::new(crate::store::Stores::new(&cfg.store));
+    let written = usage(crate::picture::report::write(&req, &args.to, stores))?;
+    if !quiet {
+        eprintln!(
+            "wrote {} ({} pictures in {})",
+            args.to.display(),
+            written.pictures,
+            written.pictures_dir.display()
+        );
+    }
+    Ok(EXIT_OK)
 }
 
 /// `klio-edge export`: exit 0 when every done item was exported, 1 when some were left out

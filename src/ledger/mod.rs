@@ -15,6 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod report;
+pub use report::{ItemFacts, RunTimes};
+
 pub use crate::item::InputFacts;
 use crate::pipeline::ErrorKind;
 

@@ -70,6 +70,11 @@ pub struct EngineOptions {
 }
 
 impl Engine {
+    /// The object-store clients the engine reads and writes with.
+    pub fn stores(&self) -> Arc<Stores> {
+        self.stores.clone()
+    }
+
     /// Opens the output folder and the ledger (marking items an earlier run left `running` as
     /// interrupted) and starts a ledger run.
     ///

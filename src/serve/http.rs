@@ -1,11 +1,13 @@
-//! The service's HTTP endpoint and its metrics: `/healthz` (the process answers), `/readyz`
-//! (source connected, models loaded, ledger writable), `/metrics` (Prometheus text format).
+//! The service's HTTP endpoint and its metrics: `/` (the run report of its ledger, as
+//! `klio-edge report` writes it, rendered on request), `/picture/<element>.png` (a done item's
+//! full-size spectrogram), `/healthz` (the process answers), `/readyz` (source connected,
+//! models loaded, ledger writable), `/metrics` (Prometheus text format).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -166,11 +168,103 @@ async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
     )
 }
 
+/// What `/` and `/picture/...` show: the report of the service's ledger and outputs. Pages
+/// are drawn one at a time (a queue of browsers cannot take more than one core from the
+/// items), read the ledger read-only, and hold at most [`Pages::GALLERY`] thumbnails.
+pub struct Pages {
+    report: crate::picture::report::ReportRequest,
+    stores: Arc<crate::store::Stores>,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Pages {
+    /// Thumbnails on the served page.
+    pub const GALLERY: usize = 24;
+
+    /// Pages for `report`'s ledger and outputs.
+    pub fn new(
+        report: crate::picture::report::ReportRequest,
+        stores: Arc<crate::store::Stores>,
+    ) -> Pages {
+        Pages {
+            report,
+            stores,
+            gate: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool, one page at a time; its error becomes a plain-text 500
+/// (or 404 when `f` says the thing is not there).
+async fn draw<T: Send + 'static>(
+    pages: &Arc<Pages>,
+    f: impl FnOnce(&Pages) -> Result<Option<T>> + Send + 'static,
+) -> Result<T, (StatusCode, String)> {
+    let _permit = pages.gate.acquire().await.map_err(|_| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        )
+    })?;
+    let p = pages.clone();
+    match tokio::task::spawn_blocking(move || f(&p)).await {
+        Ok(Ok(Some(v))) => Ok(v),
+        Ok(Ok(None)) => Err((StatusCode::NOT_FOUND, "not found\n".into())),
+        Ok(Err(e)) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}\n", crate::term::error_text(&e)),
+        )),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))),
+    }
+}
+
+async fn report_page(State(pages): State<Arc<Pages>>) -> impl IntoResponse {
+    let page = draw(&pages, |p| {
+        let links = crate::picture::report::Links::Url("/picture/");
+        crate::picture::report::page(&p.report, p.stores.clone(), &links, None).map(Some)
+    })
+    .await?;
+    Ok::<_, (StatusCode, String)>((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    ))
+}
+
+async fn picture(
+    State(pages): State<Arc<Pages>>,
+    UrlPath(file): UrlPath<String>,
+) -> impl IntoResponse {
+    let Some(element) = file.strip_suffix(".png").map(str::to_string) else {
+        return Err((StatusCode::NOT_FOUND, "not found\n".to_string()));
+    };
+    let png = draw(&pages, move |p| {
+        // Only done items of this ledger: the URL cannot name any other file.
+        let ledger = crate::ledger::Ledger::open_read_only(&p.report.ledger)?;
+        if !ledger.is_done(&element)? {
+            return Ok(None);
+        }
+        drop(ledger);
+        let outputs = crate::export::Outputs::open(&p.report.out, p.stores.clone())?;
+        let opts = crate::picture::FigureOptions::default();
+        let fig = crate::picture::figure::from_item(&outputs, &element, None, &opts, &p.stores)?;
+        Ok(Some(crate::picture::render_png(&fig, &opts)?.png))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "image/png")], png))
+}
+
 /// Binds `addr` and serves the endpoint in the background; returns the bound address.
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn start(addr: &str, health: Arc<Health>) -> Result<std::net::SocketAddr> {
+pub async fn start(
+    addr: &str,
+    health: Arc<Health>,
+    pages: Arc<Pages>,
+) -> Result<std::net::SocketAddr> {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
@@ -181,11 +275,16 @@ pub async fn start(addr: &str, health: Arc<Health>) -> Result<std::net::SocketAd
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr} (serve.http)")),
     };
     let bound = listener.local_addr()?;
+    let report = axum::Router::new()
+        .route("/", get(report_page))
+        .route("/picture/{file}", get(picture))
+        .with_state(pages);
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(health);
+        .with_state(health)
+        .merge(report);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("HTTP endpoint stopped: {e}");

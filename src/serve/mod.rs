@@ -175,8 +175,19 @@ pub async fn run(
 ) -> Result<RunCounts> {
     let health = Arc::new(Health::default());
     if !cfg.http.is_empty() {
-        let addr = http::start(&cfg.http, health.clone()).await?;
-        tracing::info!("health and metrics on http://{addr}/ (healthz, readyz, metrics)");
+        let pages = Arc::new(http::Pages::new(
+            crate::picture::report::ReportRequest {
+                out: req.out_dir.to_string_lossy().into_owned(),
+                ledger: req.ledger.clone(),
+                items: http::Pages::GALLERY,
+                feature: None,
+            },
+            engine.stores(),
+        ));
+        let addr = http::start(&cfg.http, health.clone(), pages).await?;
+        tracing::info!(
+            "report, health and metrics on http://{addr}/ (/, healthz, readyz, metrics)"
+        );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let h = health.clone();
