@@ -8,17 +8,19 @@
 #   Debian packages  nats-server (the broker the serve tests start on loopback),
 #                    opus-tools (opusdec: libopus, the reference the Opus decoder is checked
 #                    against), ffmpeg (the shipped exec-ffmpeg.toml example is validated),
-#                    python3-venv (for the venvs below)
+#                    python3-venv (for the venvs below), chromium and chromium-driver
+#                    (headless Chromium, which tests/it/pictures.rs opens the report in)
 #   Python venvs     under target/, made once: py-moto (moto's S3 server), py-cloudbox (the
 #                    Pub/Sub emulator, with two one-line fixes), py-ort (the onnxruntime wheel,
 #                    whose library the `backend = "ort"` tests load), py-export (pyarrow,
 #                    datasets, webdataset: the readers export's formats are checked with),
 #                    py-klio (librosa, soundfile, pytest, and the klio_edge package built
-#                    from python/: what the Python package is checked against)
+#                    from python/: what the Python package is checked against),
+#                    py-browser (Selenium, which drives Chromium for tests/it/pictures.rs)
 # What it cannot install (Rust, a C compiler, apt, sudo) is checked before any slow step, and
 # everything missing is named at once. The tests fail, never skip, when a tool is missing.
-# Set KLIO_MOTO_SERVER, KLIO_CLOUDBOX, ORT_DYLIB_PATH or KLIO_EXPORT_PYTHON to use your own
-# instead of a venv.
+# Set KLIO_MOTO_SERVER, KLIO_CLOUDBOX, ORT_DYLIB_PATH, KLIO_EXPORT_PYTHON or
+# KLIO_BROWSER_PYTHON to use your own instead of a venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The Python extension (python/, a workspace member) is built as an extension module, which
@@ -43,9 +45,11 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || [ -x /
   || need_apt+=(nats-server)
 command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 venvs_needed=0
 { [ -n "${KLIO_MOTO_SERVER:-}" ] && [ -n "${KLIO_CLOUDBOX:-}" ] && [ -n "${ORT_DYLIB_PATH:-}" ] \
-  && [ -n "${KLIO_EXPORT_PYTHON:-}" ]; } \
+  && [ -n "${KLIO_EXPORT_PYTHON:-}" ] && [ -n "${KLIO_BROWSER_PYTHON:-}" ]; } \
   || venvs_needed=1
 if [ "$venvs_needed" = 1 ]; then
   if ! command -v python3 >/dev/null 2>&1; then
@@ -126,6 +130,13 @@ if [ -z "${KLIO_EXPORT_PYTHON:-}" ]; then
   venv target/py-export 'pyarrow==26.0.1' 'datasets==5.2.0' 'webdataset==1.0.2' 'numpy==2.4.6' 'pandas==3.1.1'
   KLIO_EXPORT_PYTHON="$(pwd)/target/py-export/bin/python"
   export KLIO_EXPORT_PYTHON
+fi
+
+# Selenium for tests/it/pictures.rs (it drives Debian's chromium through chromedriver).
+if [ -z "${KLIO_BROWSER_PYTHON:-}" ]; then
+  venv target/py-browser 'selenium==4.51.0'
+  KLIO_BROWSER_PYTHON="$(pwd)/target/py-browser/bin/python"
+  export KLIO_BROWSER_PYTHON
 fi
 
 # librosa and friends for pytest python/tests (the full run only).

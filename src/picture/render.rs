@@ -25,7 +25,7 @@ pub struct Rendered {
 }
 
 const TITLE_H: u32 = 56;
-const STRIP_H: u32 = 34;
+const STRIP_H: u32 = 36;
 const LABEL_LINE_H: u32 = 20;
 const COLOUR_BAR_W: u32 = 110;
 const Y_LABELS_W: u32 = 78;
@@ -386,7 +386,7 @@ where
             let pts = decimate(values, area.dim_in_pixel().0 as usize * 2)
                 .map(|(i, v)| ((i as f64 + 0.5) * spf, v as f64));
             chart
-                .draw_series(LineSeries::new(pts, RGBColor(31, 119, 180).stroke_width(2)))
+                .draw_series(LineSeries::new(pts, RGBColor(31, 119, 180).stroke_width(1)))
                 .map_err(err)?;
             let (xr, yr) = chart.plotting_area().get_pixel_range();
             Ok([
@@ -468,9 +468,9 @@ where
     let mut chart = ChartBuilder::on(area)
         .margin_top(6)
         .margin_bottom(4)
-        .margin_right(30)
+        .margin_right(22)
         .x_label_area_size(X_LABELS_H)
-        .y_label_area_size(62)
+        .y_label_area_size(68)
         .build_cartesian_2d(0f64..1f64, lo..top)
         .map_err(err)?;
     let style = ("sans-serif", 14).into_font();
@@ -523,15 +523,16 @@ where
         .margin_top(4)
         .margin_bottom(4)
         .y_label_area_size(Y_LABELS_W)
-        .build_cartesian_2d(0f64..x_len, 0f64..1f64)
+        .build_cartesian_2d(0f64..x_len, Ticks::new(0.0, 1.0, vec![0.5]))
         .map_err(err)?;
+    // The model's name as the strip's one (horizontal) y label.
+    let label = |_: &f64| name.to_string();
     chart
         .configure_mesh()
         .disable_mesh()
         .disable_x_axis()
-        .y_labels(0)
-        .y_desc(name)
-        .axis_desc_style(("sans-serif", 13))
+        .y_label_formatter(&label)
+        .label_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;
     chart

@@ -555,7 +555,7 @@ pub fn page(
         h,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{}</title><style>{CSS}</style></head><body><header><h1>{}</h1>\
+         <link rel=\"icon\" href=\"data:,\"><title>{}</title><style>{CSS}</style></head><body><header><h1>{}</h1>\
          <p>ledger {} · klio-edge {} · made {}</p></header><main>",
         esc(&title),
         esc(&title),

@@ -18,6 +18,7 @@ mod infer_models;
 mod infer_ort;
 mod librosa_parity;
 mod mounts;
+mod pictures;
 mod process;
 mod readme;
 mod scripts;

@@ -34,17 +34,8 @@ rescan_s = 1
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let code = r[9..12].parse().unwrap();
-    (code, r)
+    let (code, head, body) = http_get_bytes(port, path);
+    (code, head + &String::from_utf8_lossy(&body))
 }
 
 fn count(dir: &Path) -> usize {

@@ -78,6 +78,42 @@ pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 pub use super::wav::write_wav;
 
+/// `GET path` on 127.0.0.1:port (HTTP/1.1, connection closed): the status, the head (status
+/// line and headers, with the blank line) and the body's bytes.
+pub fn http_get_bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut r = Vec::new();
+    s.read_to_end(&mut r).unwrap();
+    let end = r
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(r.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&r[..end]).into_owned();
+    let code = head[9..12].parse().unwrap();
+    let mut body = r[end..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = unchunk(&body);
+    }
+    (code, head, body)
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn unchunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
 /// `serve --config CFG [--out OUT] [--ledger FILE] [-j N] [--until-idle]`: the argument list
 /// every serve test starts from.
 pub fn serve_args(
