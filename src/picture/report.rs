@@ -312,7 +312,21 @@ fn svg_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 fn stages_svg(runs: &[RunTimes]) -> Result<String> {
     let mut svg = String::new();
     let n = runs.len();
-    let h = 120 + 40 * n as u32;
+    let mut names: Vec<String> = Vec::new();
+    for s in STAGES {
+        if runs.iter().any(|r| r.stage_ms.iter().any(|x| x.0 == s)) {
+            names.push(s.to_string());
+        }
+    }
+    for r in runs {
+        for (s, _) in &r.stage_ms {
+            if !names.contains(s) {
+                names.push(s.clone());
+            }
+        }
+    }
+    // Tall enough for the bars and for the legend (one line per stage).
+    let h = (120 + 40 * n as u32).max(80 + 24 * names.len() as u32);
     {
         let root = SVGBackend::with_string(&mut svg, (900, h)).into_drawing_area();
         root.fill(&WHITE).map_err(svg_err)?;
@@ -344,19 +358,6 @@ fn stages_svg(runs: &[RunTimes]) -> Result<String> {
             .y_label_formatter(&fmt)
             .draw()
             .map_err(svg_err)?;
-        let mut names: Vec<String> = Vec::new();
-        for s in STAGES {
-            if runs.iter().any(|r| r.stage_ms.iter().any(|x| x.0 == s)) {
-                names.push(s.to_string());
-            }
-        }
-        for r in runs {
-            for (s, _) in &r.stage_ms {
-                if !names.contains(s) {
-                    names.push(s.clone());
-                }
-            }
-        }
         let mut others = Vec::new();
         let mut start = vec![0f64; n];
         for name in &names {
@@ -521,7 +522,7 @@ h2{font-size:17px;margin:2px 0 10px}
 .card b{display:block;font-size:22px}.card span{font-size:12px;color:#616e7c}
 table{border-collapse:collapse;font-size:13px;width:100%}
 td,th{border-bottom:1px solid #e4e7eb;padding:5px 8px;text-align:left;vertical-align:top}
-th{color:#52606d;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{color:#52606d;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 pre{background:#f0f4f8;padding:8px 10px;border-radius:4px;white-space:pre-wrap;word-break:break-all}
 .charts{display:flex;flex-wrap:wrap;gap:16px}svg{max-width:100%;height:auto}

@@ -123,7 +123,13 @@ fn spectrograms_show_the_sine_where_it_is_the_chirp_rising_and_silence_dark() {
     tone(&dir.join("in/silence.wav"), 2.0, |_| 0.0);
     let (code, _) = process(
         dir,
-        &["in", "--out", "out", "--set", r#"features.compute=["log_mel","mfcc","rms"]"#],
+        &[
+            "in",
+            "--out",
+            "out",
+            "--set",
+            r#"features.compute=["log_mel","mfcc","rms"]"#,
+        ],
     );
     assert_eq!(code, 0);
 
@@ -135,10 +141,18 @@ fn spectrograms_show_the_sine_where_it_is_the_chirp_rising_and_silence_dark() {
     assert_eq!(v["scale_unit"], "dB");
     let [x0, _, x1, _] = panel(&v);
     let hz = row_hz(&v, brightest_row(&png, &v, x0 + 10..x1 - 10));
-    let rows: Vec<f64> = v["rows"].as_array().unwrap().iter().map(|r| r.as_f64().unwrap()).collect();
+    let rows: Vec<f64> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
     let k = rows.partition_point(|&c| c < 1000.0);
     let (lo, hi) = (rows[k.saturating_sub(2)], rows[(k + 1).min(rows.len() - 1)]);
-    assert!(lo <= hz && hz <= hi, "sine's brightest row at {hz} Hz, not 1 kHz ({lo}..{hi})");
+    assert!(
+        lo <= hz && hz <= hi,
+        "sine's brightest row at {hz} Hz, not 1 kHz ({lo}..{hi})"
+    );
 
     // The chirp: the ridge rises; at a quarter, half and three quarters of the time it is
     // within 15% of the chirp's frequency.
@@ -151,7 +165,10 @@ fn spectrograms_show_the_sine_where_it_is_the_chirp_rising_and_silence_dark() {
         let hz = row_hz(&v, brightest_row(&png, &v, x - 2..x + 3));
         let t = q * v["seconds_per_frame"].as_f64().unwrap() * v["shape"][1].as_f64().unwrap();
         let want = f0 + (f1 - f0) * t / len;
-        assert!((hz / want - 1.0).abs() < 0.15, "chirp at {t:.2} s: ridge at {hz} Hz, not {want}");
+        assert!(
+            (hz / want - 1.0).abs() < 0.15,
+            "chirp at {t:.2} s: ridge at {hz} Hz, not {want}"
+        );
         assert!(hz > last, "the ridge does not rise: {hz} after {last}");
         last = hz;
     }
@@ -166,11 +183,17 @@ fn spectrograms_show_the_sine_where_it_is_the_chirp_rising_and_silence_dark() {
             assert_eq!(png.px(x, y), first, "silence is not uniform at ({x}, {y})");
         }
     }
-    assert!(png.luma(x0 + 1, y0 + 1) < 60.0, "silence is drawn bright: {first:?}");
+    assert!(
+        png.luma(x0 + 1, y0 + 1) < 60.0,
+        "silence is drawn bright: {first:?}"
+    );
 
     // MFCC by coefficient, rms and the waveform as lines, a .npy on its own.
     let (v, _) = plot(dir, &[&sine, "--feature", "mfcc", "--to", "mfcc.png"]);
-    assert_eq!((v["rows_unit"].as_str(), v["rows"].as_array().unwrap().len()), (Some("coefficient"), 20));
+    assert_eq!(
+        (v["rows_unit"].as_str(), v["rows"].as_array().unwrap().len()),
+        (Some("coefficient"), 20)
+    );
     for feature in ["rms", "waveform"] {
         let (v, png) = plot(dir, &[&sine, "--feature", feature, "--to", "line.png"]);
         assert_eq!(v["rows_unit"], "none");
@@ -184,18 +207,46 @@ fn spectrograms_show_the_sine_where_it_is_the_chirp_rising_and_silence_dark() {
                 })
             })
             .count();
-        assert!(blue > (x1 - x0) * 9 / 10, "{feature}: line in {blue} of {} columns", x1 - x0);
+        assert!(
+            blue > (x1 - x0) * 9 / 10,
+            "{feature}: line in {blue} of {} columns",
+            x1 - x0
+        );
     }
     let npy = dir.join("out").join(&sine).join("log_mel.npy");
     let (v, _) = plot(dir, &[npy.to_str().unwrap(), "--to", "npy.png"]);
-    assert_eq!(v["rows_unit"], "hz", "the meta.json beside the .npy gives the axes");
+    assert_eq!(
+        v["rows_unit"], "hz",
+        "the meta.json beside the .npy gives the axes"
+    );
 
     // What cannot be drawn is an error (exit 2) that says why.
     for (args, says) in [
-        (vec!["plot", "--out", "out", "nope", "--to", "x.png"], "no item"),
-        (vec!["plot", "--out", "out", &sine, "--feature", "fbank", "--to", "x.png"], "has no feature"),
-        (vec!["plot", "--out", "out", &sine, "--to", "missing/x.png"], "no folder"),
-        (vec!["plot", "--out", "out", "in/sine.wav", "--to", "x.png"], "no item"),
+        (
+            vec!["plot", "--out", "out", "nope", "--to", "x.png"],
+            "no item",
+        ),
+        (
+            vec![
+                "plot",
+                "--out",
+                "out",
+                &sine,
+                "--feature",
+                "fbank",
+                "--to",
+                "x.png",
+            ],
+            "has no feature",
+        ),
+        (
+            vec!["plot", "--out", "out", &sine, "--to", "missing/x.png"],
+            "no folder",
+        ),
+        (
+            vec!["plot", "--out", "out", "in/sine.wav", "--to", "x.png"],
+            "no item",
+        ),
     ] {
         let o = klio(dir, &args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
@@ -226,7 +277,16 @@ fn a_vad_strip_shows_the_speech() {
     )
     .unwrap();
     let speech = real("wav_s16_16k_mono_asterisk-demo-congrats-g722dec.wav");
-    let (code, _) = process(dir, &["--config", "vad.toml", speech.to_str().unwrap(), "--out", "out"]);
+    let (code, _) = process(
+        dir,
+        &[
+            "--config",
+            "vad.toml",
+            speech.to_str().unwrap(),
+            "--out",
+            "out",
+        ],
+    );
     assert_eq!(code, 0);
     let el = element_of(dir, "wav_s16_16k_mono_asterisk-demo-congrats");
     let (v, png) = plot(dir, &[&el, "--to", "vad.png"]);
@@ -238,16 +298,25 @@ fn a_vad_strip_shows_the_speech() {
         .collect();
     let orange = strip.iter().filter(|p| **p == [230, 97, 1]).count();
     let grey = strip.iter().filter(|p| **p == [232, 232, 232]).count();
-    assert!(orange > 500 && grey > 100, "VAD strip: {orange} speech, {grey} pause pixels");
+    assert!(
+        orange > 500 && grey > 100,
+        "VAD strip: {orange} speech, {grey} pause pixels"
+    );
 }
 
 /// The venv Python with Selenium. Missing is a failure, never a skip.
 fn browser_python() -> PathBuf {
-    let p = std::env::var_os("KLIO_BROWSER_PYTHON").map(PathBuf::from).expect(
-        "KLIO_BROWSER_PYTHON must name a Python with selenium: run the tests through \
+    let p = std::env::var_os("KLIO_BROWSER_PYTHON")
+        .map(PathBuf::from)
+        .expect(
+            "KLIO_BROWSER_PYTHON must name a Python with selenium: run the tests through \
          scripts/test.sh (it installs chromium and chromium-driver and makes target/py-browser)",
+        );
+    assert!(
+        p.is_file(),
+        "KLIO_BROWSER_PYTHON={} is not a file",
+        p.display()
     );
-    assert!(p.is_file(), "KLIO_BROWSER_PYTHON={} is not a file", p.display());
     p
 }
 
@@ -261,8 +330,16 @@ fn look(dir: &Path, urls: &[String]) -> Vec<serde_json::Value> {
         .args(urls)
         .output()
         .unwrap();
-    assert!(o.status.success(), "browser_check.py: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap().as_array().unwrap().clone()
+    assert!(
+        o.status.success(),
+        "browser_check.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// What a person would see on the page: all of it.
@@ -271,21 +348,44 @@ fn check_page(page: &serde_json::Value, thumbnails: usize) {
     let images = page["images"].as_array().unwrap();
     assert_eq!(images.len(), thumbnails, "{url}: images");
     for i in images {
-        assert!(i["naturalWidth"].as_u64().unwrap() > 0, "{url}: an image did not decode: {i}");
+        assert!(
+            i["naturalWidth"].as_u64().unwrap() > 0,
+            "{url}: an image did not decode: {i}"
+        );
     }
-    assert_eq!(page["console"].as_array().unwrap().len(), 0, "{url}: console: {}", page["console"]);
-    let sections: Vec<&str> =
-        page["sections"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(
+        page["console"].as_array().unwrap().len(),
+        0,
+        "{url}: console: {}",
+        page["console"]
+    );
+    let sections: Vec<&str> = page["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     assert_eq!(
         sections,
-        ["totals", "stages", "throughput", "distributions", "failures", "slowest", "gallery"],
+        [
+            "totals",
+            "stages",
+            "throughput",
+            "distributions",
+            "failures",
+            "slowest",
+            "gallery"
+        ],
         "{url}"
     );
     // Four charts, each with its axis text.
     let svgs = page["svgs"].as_array().unwrap();
     assert_eq!(svgs.len(), 4, "{url}: charts");
     for s in svgs {
-        assert!(s["w"].as_f64().unwrap() > 200.0 && s["texts"].as_u64().unwrap() >= 5, "{url}: {s}");
+        assert!(
+            s["w"].as_f64().unwrap() > 200.0 && s["texts"].as_u64().unwrap() >= 5,
+            "{url}: {s}"
+        );
     }
     // The screenshots are pictures of something: many colours, mostly not the background.
     for key in ["screenshot", "gallery_screenshot"] {
@@ -301,7 +401,11 @@ fn check_page(page: &serde_json::Value, thumbnails: usize) {
             }
         }
         let share = other as f64 / ((png.w / 3) * (png.h / 3)) as f64;
-        assert!(colours.len() > 200 && share > 0.3, "{url} {key}: {} colours, {share:.2} not background", colours.len());
+        assert!(
+            colours.len() > 200 && share > 0.3,
+            "{url} {key}: {} colours, {share:.2} not background",
+            colours.len()
+        );
     }
 }
 
@@ -313,17 +417,35 @@ fn the_report_and_the_serve_page_in_a_browser() {
     let bad = corpus().join("bad");
     let (code, summary) = process(
         dir,
-        &[real_dir.to_str().unwrap(), bad.to_str().unwrap(), "--out", "out"],
+        &[
+            real_dir.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "--out",
+            "out",
+        ],
     );
     assert_eq!(code, 1, "the bad files fail");
     let failed = count(&summary, "failed") as usize;
     assert!(failed >= 4);
 
     // The file: 8 gallery cards, 4 of them failures (at most half), 4 pictures.
-    let o = klio(dir, &["report", "--out", "out", "--to", "site/report.html", "--items", "8"]);
-    assert_eq!(o.status.code(), Some(2), "a missing folder for --to is refused");
+    let report = [
+        "report",
+        "--out",
+        "out",
+        "--to",
+        "site/report.html",
+        "--items",
+        "8",
+    ];
+    let o = klio(dir, &report);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a missing folder for --to is refused"
+    );
     std::fs::create_dir(dir.join("site")).unwrap();
-    let o = klio(dir, &["report", "--out", "out", "--to", "site/report.html", "--items", "8"]);
+    let o = klio(dir, &report);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let html = std::fs::read_to_string(dir.join("site/report.html")).unwrap();
     // Self-contained: no script, no stylesheet or font fetched, every src a data: URL, every
@@ -331,7 +453,10 @@ fn the_report_and_the_serve_page_in_a_browser() {
     assert!(!html.contains("<script") && !html.contains("@import") && !html.contains("url("));
     for attr in ["src=\"", "href=\""] {
         for v in html.split(attr).skip(1).map(|s| &s[..s.find('"').unwrap()]) {
-            assert!(v.starts_with("data:") || v.starts_with("report_files/"), "{attr}{v}");
+            assert!(
+                v.starts_with("data:") || v.starts_with("report_files/"),
+                "{attr}{v}"
+            );
         }
     }
     assert!(html.contains("klio-edge ledger retry --ledger") && html.contains("--kind truncated"));
@@ -367,14 +492,28 @@ fn the_report_and_the_serve_page_in_a_browser() {
     });
     let (code, head, body) = http_get_bytes(port, "/");
     assert_eq!(code, 200, "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: text/html"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{head}"
+    );
     let page = String::from_utf8(body).unwrap();
-    let first = page.split("<a href=\"").nth(1).map(|s| s[..s.find('"').unwrap()].to_string());
+    let first = page
+        .split("<a href=\"")
+        .nth(1)
+        .map(|s| s[..s.find('"').unwrap()].to_string());
     let first = first.expect("the served gallery links pictures");
     let (code, head, png) = http_get_bytes(port, &first);
     assert_eq!(code, 200, "{first}: {head}");
-    assert!(head.contains("image/png") && png.starts_with(b"\x89PNG"), "{head}");
-    for bad_path in ["/picture/nope.png", "/picture/..%2Fklio-ledger.sqlite", "/picture/x"] {
+    assert!(
+        head.contains("image/png") && png.starts_with(b"\x89PNG"),
+        "{head}"
+    );
+    for bad_path in [
+        "/picture/nope.png",
+        "/picture/..%2Fklio-ledger.sqlite",
+        "/picture/x",
+    ] {
         assert_eq!(http_get_bytes(port, bad_path).0, 404, "{bad_path}");
     }
 

@@ -83,7 +83,11 @@ pub use super::wav::write_wav;
 pub fn http_get_bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut r = Vec::new();
     s.read_to_end(&mut r).unwrap();
     let end = r
@@ -93,7 +97,10 @@ pub fn http_get_bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
     let head = String::from_utf8_lossy(&r[..end]).into_owned();
     let code = head[9..12].parse().unwrap();
     let mut body = r[end..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = unchunk(&body);
     }
     (code, head, body)
@@ -103,8 +110,11 @@ pub fn http_get_bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
 fn unchunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
