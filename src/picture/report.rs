@@ -131,10 +131,20 @@ impl PartialEq for ItemFacts {
     }
 }
 
+/// A run's items finished per second: `(seconds since start, items/s)` per bucket.
+struct RunRate {
+    id: i64,
+    span_s: f64,
+    points: Vec<(f64, f64)>,
+}
+
+/// Receives a gallery item's full-size PNG (the file report stores them).
+pub type SavePicture<'a> = &'a mut dyn FnMut(&str, &[u8]) -> Result<()>;
+
 /// The ledger, read once.
 struct Facts {
     runs: Vec<RunTimes>,
-    throughput: Vec<(i64, f64, Vec<(f64, f64)>)>,
+    throughput: Vec<RunRate>,
     items: u64,
     done: u64,
     failed: u64,
@@ -170,7 +180,11 @@ fn gather(ledger: &Ledger, gallery: usize) -> Result<Facts> {
             .enumerate()
             .map(|(i, &c)| ((i as f64 + 0.5) * width, c as f64 / width))
             .collect();
-        throughput.push((run.id, span, pts));
+        throughput.push(RunRate {
+            id: run.id,
+            span_s: span,
+            points: pts,
+        });
     }
     let keep = SLOWEST.max(gallery);
     let mut f = Facts {
@@ -397,15 +411,19 @@ fn stages_svg(runs: &[RunTimes]) -> Result<String> {
 }
 
 /// Items finished per second over each run.
-fn throughput_svg(series: &[(i64, f64, Vec<(f64, f64)>)]) -> Result<String> {
+fn throughput_svg(series: &[RunRate]) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 320)).into_drawing_area();
         root.fill(&WHITE).map_err(svg_err)?;
-        let xmax = series.iter().map(|s| s.1).fold(0.0, f64::max).max(1e-3);
+        let xmax = series
+            .iter()
+            .map(|s| s.span_s)
+            .fold(0.0, f64::max)
+            .max(1e-3);
         let ymax = series
             .iter()
-            .flat_map(|s| s.2.iter().map(|p| p.1))
+            .flat_map(|s| s.points.iter().map(|p| p.1))
             .fold(0.0, f64::max)
             .max(1e-3);
         let mut chart = ChartBuilder::on(&root)
@@ -424,7 +442,8 @@ fn throughput_svg(series: &[(i64, f64, Vec<(f64, f64)>)]) -> Result<String> {
             .y_desc("items finished per second")
             .draw()
             .map_err(svg_err)?;
-        for (i, (id, _, pts)) in series.iter().enumerate() {
+        for (i, run) in series.iter().enumerate() {
+            let (id, pts) = (run.id, &run.points);
             let colour = PALETTE[i % PALETTE.len()];
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
@@ -543,7 +562,7 @@ pub fn page(
     req: &ReportRequest,
     stores: Arc<Stores>,
     links: &Links<'_>,
-    mut pictures: Option<&mut dyn FnMut(&str, &[u8]) -> Result<()>>,
+    mut pictures: Option<SavePicture<'_>>,
 ) -> Result<String> {
     super::fonts();
     let ledger = Ledger::open_read_only(&req.ledger)?;
@@ -759,12 +778,7 @@ pub fn page(
     let _ = write!(h, "</section>");
 
     // Gallery: failed first, then the slowest, then the rest in element order.
-    let _ = write!(
-        h,
-        "<section id=\"gallery\"><h2>Gallery</h2><p class=\"muted\">{} item(s): failed first, \
-         then the slowest; click a picture for the full size.</p><div class=\"gallery\">",
-        req.items
-    );
+    let gallery_at = h.len();
     let mut shown = std::collections::BTreeSet::new();
     let mut cards = 0usize;
     for it in &facts.recent_failed {
@@ -838,10 +852,15 @@ pub fn page(
             }
         }
     }
+    let head = format!(
+        "<section id=\"gallery\"><h2>Gallery</h2><p class=\"muted\">{cards} item(s): failed \
+         first, then the slowest; click a picture for the full size.</p><div class=\"gallery\">"
+    );
+    h.insert_str(gallery_at, &head);
     if cards == 0 {
         let _ = write!(h, "<p>No items.</p>");
     }
-    let _ = write!(h, "</div></section></main></body></html>\n");
+    let _ = writeln!(h, "</div></section></main></body></html>");
     Ok(h)
 }
 
@@ -948,7 +967,7 @@ mod tests {
             h.add(v);
         }
         assert_eq!(h.n, 5);
-        for (&b, _) in &h.bins {
+        for &b in h.bins.keys() {
             assert!(LogHist::edge(b) < LogHist::edge(b + 1));
         }
         let b = (3600f64.log10() * LogHist::PER_DECADE).floor() as i32;
