@@ -211,9 +211,9 @@ pub struct ReportArgs {
     /// The HTML file to write; full-size pictures go in a folder beside it (`<name>_files/`).
     #[arg(long, value_name = "FILE.html", default_value = "report.html")]
     pub to: PathBuf,
-    /// Items in the gallery of spectrograms (failed and slowest first).
-    #[arg(long, value_name = "N", default_value_t = 24)]
-    pub items: usize,
+    /// Items in the gallery of spectrograms (failed and slowest first), at most 1000.
+    #[arg(long, value_name = "N", default_value_t = 24, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub items: u16,
     /// The feature the gallery draws (default: log_mel, else each item's first 2-D feature).
     #[arg(long, value_name = "NAME")]
     pub feature: Option<String>,

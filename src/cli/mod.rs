@@ -291,7 +291,7 @@ fn report_command(cfg: &Config, args: args::ReportArgs, quiet: bool) -> Result<i
     let req = crate::picture::report::ReportRequest {
         out: out_dir.to_string_lossy().into_owned(),
         ledger,
-        items: args.items,
+        items: usize::from(args.items),
         feature: args.feature,
     };
     let stores = std::sync::Arc::new(crate::store::Stores::new(&cfg.store));

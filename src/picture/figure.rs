@@ -313,24 +313,21 @@ fn figure_of(
         "fbank" => features["fbank"]["frame_shift_ms"].as_f64().unwrap_or(10.0) / 1e3,
         _ => 1.0 / a.frame_rate_hz,
     });
-    let (rows_kind, unit) = match (name, sr) {
-        ("log_mel", Some(sr)) => (mel_rows(&features, rows, sr), Unit::Db),
-        ("mel", Some(sr)) => (
-            mel_rows(&features, rows, sr),
-            if features["mel_power"].as_f64() == Some(1.0) {
-                Unit::Amplitude
-            } else {
-                Unit::Power
-            },
-        ),
-        ("whisper_log_mel", Some(sr)) => (mel_rows(&features, rows, sr), Unit::Plain),
-        ("fbank", Some(sr)) => (fbank_rows(&features["fbank"], rows, sr), Unit::LnPower),
-        ("power", Some(sr)) => (linear_rows(rows, sr), Unit::Power),
-        ("magnitude", Some(sr)) => (linear_rows(rows, sr), Unit::Amplitude),
-        ("mfcc", _) => (Rows::Coefficient(rows), Unit::Plain),
-        _ if rows == 1 => (Rows::None, Unit::Plain),
-        ("log_mel", None) => (Rows::Index(rows), Unit::Db),
-        _ => (Rows::Index(rows), Unit::Plain),
+    let unit = match name {
+        "log_mel" => Unit::Db,
+        "mel" if features["mel_power"].as_f64() == Some(1.0) => Unit::Amplitude,
+        "mel" | "power" => Unit::Power,
+        "magnitude" => Unit::Amplitude,
+        "fbank" => Unit::LnPower,
+        _ => Unit::Plain,
+    };
+    let rows_kind = match (name, sr) {
+        _ if rows == 1 => Rows::None,
+        ("log_mel" | "mel" | "whisper_log_mel", Some(sr)) => mel_rows(&features, rows, sr),
+        ("fbank", Some(sr)) => fbank_rows(&features["fbank"], rows, sr),
+        ("power" | "magnitude", Some(sr)) => linear_rows(rows, sr),
+        ("mfcc", _) => Rows::Coefficient(rows),
+        _ => Rows::Index(rows),
     };
     let x_len = seconds_per_frame.map_or(cols as f64, |s| cols as f64 * s);
     let plane = rows * cols;
@@ -515,10 +512,16 @@ mod tests {
 
     #[test]
     fn mel_centres_are_librosa_mel_frequencies() {
-        // librosa.mel_frequencies(130, fmin=0, fmax=11025)[1:-1] at 1, 64, 127.
+        // librosa.mel_frequencies(130, fmin=0, fmax=11025)[1:-1] at 0, 63, 127.
         let c = band_centres(128, 0.0, 11025.0, MelScale::Slaney);
         assert_eq!(c.len(), 128);
-        assert!((c[0] - 20.697_034_536_861_14).abs() < 1e-6, "{}", c[0]);
+        for (i, want) in [
+            (0, 25.793_588_878_635_166),
+            (63, 1_956.474_671_764_885_2),
+            (127, 10_735.597_567_310_588),
+        ] {
+            assert!((c[i] - want).abs() < 1e-6 * want, "{i}: {} vs {want}", c[i]);
+        }
         assert!(c.windows(2).all(|w| w[1] > w[0]));
         assert!(c[127] < 11025.0 && c[127] > 10_000.0);
     }
@@ -536,9 +539,10 @@ mod tests {
             &opts,
         )
         .unwrap();
-        // No item: rows are an index, values still converted to dB.
+        // No item: rows are an index, values still converted to dB (floored at -100 dB, the
+        // scale 80 dB below the top).
         assert_eq!(p.rows, Rows::Index(3));
-        assert_eq!((p.scale.lo, p.scale.hi), (-80.0, 20.0));
+        assert_eq!((p.scale.lo, p.scale.hi), (-60.0, 20.0));
         assert!(figure_of("x", vec![2, 2, 2, 2], vec![0.0; 16], None, &opts).is_err());
         assert!(figure_of("x", vec![0, 5], vec![], None, &opts).is_err());
         let line = figure_of("rms", vec![1, 4], vec![0.1, 0.2, 0.3, 0.4], None, &opts).unwrap();

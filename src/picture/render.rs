@@ -455,6 +455,9 @@ fn decimate(values: &[f32], max_points: usize) -> impl Iterator<Item = (usize, f
             }
         }
         let (a, b) = (imin.min(imax), imin.max(imax));
+        if a == b {
+            return vec![(base + a, c[a])];
+        }
         vec![(base + a, c[a]), (base + b, c[b])]
     })
 }
