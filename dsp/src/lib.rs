@@ -23,6 +23,7 @@ mod fbank;
 mod features;
 pub mod kernels;
 mod mel;
+pub mod memory;
 mod stft;
 mod window;
 

@@ -187,7 +187,8 @@ struct Plane {
 impl Plane {
     fn new(dim: usize, cap: usize) -> Plane {
         Plane {
-            values: vec![0.0; dim * cap],
+            // An hour's log-mel is ~160 MB: in huge pages, zeroed by the kernel as touched.
+            values: klio_dsp::memory::zeroed(dim * cap),
             dim,
             cap,
             fill: 0,

@@ -484,7 +484,7 @@ struct Spill {
 impl FrameStore {
     fn new(dim: usize, chunk: Option<usize>, reserve: usize) -> FrameStore {
         let mut mem = Vec::with_capacity(reserve);
-        advise_huge_pages(&mut mem);
+        klio_dsp::memory::advise_huge_pages(&mut mem);
         FrameStore {
             dim,
             frames: 0,
@@ -669,25 +669,6 @@ fn f32_bytes(values: &[f32]) -> &[u8] {
     // target the in-memory bytes are the little-endian encoding.
     unsafe {
         std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
-    }
-}
-
-/// Asks the kernel to back `v`'s allocation with transparent huge pages: an hour of frames
-/// is 115 MB, and faulting it in 4 KiB pages cost more than copying the frames into it.
-/// Advice only: nothing changes where the kernel has huge pages off.
-fn advise_huge_pages(v: &mut Vec<f32>) {
-    const HUGE: usize = 2 << 20;
-    let bytes = v.capacity() * 4;
-    if bytes < 2 * HUGE {
-        return;
-    }
-    let start = v.as_mut_ptr() as usize;
-    let aligned = start.next_multiple_of(HUGE);
-    let len = (start + bytes - aligned) / HUGE * HUGE;
-    // Safety: [aligned, aligned + len) lies inside the Vec's allocation (page-aligned, as
-    // madvise wants); MADV_HUGEPAGE changes no contents and no mapping.
-    unsafe {
-        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
     }
 }
 

@@ -84,12 +84,19 @@ impl Layout {
     }
 }
 
+/// Bytes of scratch (both ping-pong buffers, real and imaginary parts) one sub-FFT may use to
+/// run its remaining passes in L1 (half of a 32 KiB L1D, leaving room for twiddles).
+const L1_BUDGET: usize = 16 << 10;
+
 /// A real FFT of `n` points over lanes (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct LaneFft {
     n: usize,
     layout: Layout,
     stages: Vec<Stage>,
+    /// Passes run over the whole array before the rest runs depth-first, one independent
+    /// sub-FFT at a time (see [`spectra`]).
+    breadth: usize,
     /// For `k < n / 2`: `exp(-2 pi i k / n)` as (re, im), for the real-FFT split.
     post: Vec<f32>,
     window: Vec<f32>,
@@ -148,6 +155,16 @@ impl LaneFft {
             n_cur = sub;
             s *= radix;
         }
+        // After pass k the array holds `s_k` (the product of the first k radices) independent
+        // sub-FFTs of `m / s_k` points, interleaved; the first k with a sub-FFT that fits the
+        // L1 budget is where the passes go depth-first.
+        let bytes = |k: usize| {
+            let s_k: usize = radices[..k].iter().product();
+            m / s_k * lanes * 4 * 4
+        };
+        let breadth = (0..radices.len())
+            .find(|&k| bytes(k) <= L1_BUDGET)
+            .unwrap_or(radices.len());
         let post = (0..m)
             .flat_map(|k| {
                 let a = -2.0 * std::f64::consts::PI * k as f64 / n as f64;
@@ -158,6 +175,7 @@ impl LaneFft {
             n,
             layout: Layout::new(m, lanes),
             stages,
+            breadth,
             post,
             window: window.to_vec(),
             lanes,
@@ -308,29 +326,35 @@ unsafe fn dft<V: Simd>(a: &mut [C<V>; 5], r: usize) {
     }
 }
 
-/// One Stockham pass, specialised for its radix.
+/// One Stockham pass, specialised for its radix, over the `q` in `q0, q0 + q_step, ...`
+/// below `s` (every `q` for a whole pass; one sub-FFT's for a depth-first one).
 #[inline(always)]
 unsafe fn stage<V: Simd, const PAD: bool>(
     st: &Stage,
     lay: Layout,
     x: (*const f32, *const f32),
     y: (*mut f32, *mut f32),
+    (q0, q_step): (usize, usize),
 ) {
     match st.radix {
-        2 => stage_r::<V, 2, PAD>(st, lay, x, y),
-        3 => stage_r::<V, 3, PAD>(st, lay, x, y),
-        4 => stage_r::<V, 4, PAD>(st, lay, x, y),
-        _ => stage_r::<V, 5, PAD>(st, lay, x, y),
+        2 => stage_r::<V, 2, PAD>(st, lay, x, y, q0, q_step),
+        3 => stage_r::<V, 3, PAD>(st, lay, x, y, q0, q_step),
+        4 => stage_r::<V, 4, PAD>(st, lay, x, y, q0, q_step),
+        _ => stage_r::<V, 5, PAD>(st, lay, x, y, q0, q_step),
     }
 }
 
-/// One Stockham pass: `y[q + s (r p + j)] = w^(p j) * DFT_r(x[q + s (p + k m)])_j`.
+/// One Stockham pass: `y[q + s (r p + j)] = w^(p j) * DFT_r(x[q + s (p + k m)])_j`. It reads
+/// and writes only positions congruent to `q` modulo `s`, so for a later pass (whose `s` is a
+/// multiple of an earlier pass's) the `q` of one residue class are an independent sub-FFT.
 #[inline(always)]
 unsafe fn stage_r<V: Simd, const R: usize, const PAD: bool>(
     st: &Stage,
     lay: Layout,
     (xr, xi): (*const f32, *const f32),
     (yr, yi): (*mut f32, *mut f32),
+    q0: usize,
+    q_step: usize,
 ) {
     let (r, m, s) = (R, st.m, st.s);
     let zero = C {
@@ -347,7 +371,7 @@ unsafe fn stage_r<V: Simd, const R: usize, const PAD: bool>(
                 V::splat(*tw.add(2 * (j - 1) + 1)),
             );
         }
-        for q in 0..s {
+        for q in (q0..s).step_by(q_step) {
             for (k, ak) in a.iter_mut().enumerate().take(r) {
                 *ak = C::load(xr, xi, lay.at::<PAD>(q + s * (p + k * m)));
             }
@@ -427,15 +451,32 @@ unsafe fn spectra_in<V: Simd, const PAD: bool>(
             *dst.add(lay.at::<PAD>(j / 2) + f) = *src.add(f * stride + j) * *win.add(j);
         }
     }
-    // The FFT, ping-ponging between the two buffers.
+    // The FFT, ping-ponging between the two buffers: the first passes over the whole array
+    // (from L2 at large sizes), then each independent sub-FFT through the remaining passes
+    // while it is in L1 (2048 points: 2 passes over 256 KiB instead of 5).
     let mut bufs = [
         (s.re.as_mut_ptr(), s.im.as_mut_ptr()),
         (s.re2.as_mut_ptr(), s.im2.as_mut_ptr()),
     ];
-    for st in &plan.stages {
+    let (whole, rest) = plan.stages.split_at(plan.breadth);
+    for st in whole {
         let (x, y) = (bufs[0], bufs[1]);
-        stage::<V, PAD>(st, lay, (x.0, x.1), y);
+        stage::<V, PAD>(st, lay, (x.0, x.1), y, (0, 1));
         bufs.swap(0, 1);
+    }
+    if let Some(first) = rest.first() {
+        let subs = first.s;
+        for q0 in 0..subs {
+            let mut b = bufs;
+            for st in rest {
+                let (x, y) = (b[0], b[1]);
+                stage::<V, PAD>(st, lay, (x.0, x.1), y, (q0, subs));
+                b.swap(0, 1);
+            }
+        }
+        if rest.len() % 2 == 1 {
+            bufs.swap(0, 1);
+        }
     }
     let (zr, zi) = (bufs[0].0 as *const f32, bufs[0].1 as *const f32);
     // Split into the real signal's bins, fused with power and magnitude.
