@@ -394,7 +394,14 @@ fn power_to_db<'py>(
             return Err(value_error(format!("top_db={t} must be non-negative")));
         }
     }
-    let mut v = values.as_array().to_vec();
+    // The copy goes into huge pages (an hour's log-mel is ~115 MB: faulting it in 4 KiB pages
+    // cost a third of the call).
+    let src = values.as_array();
+    let mut v = klio_dsp::memory::zeroed(src.len());
+    match src.as_slice() {
+        Some(s) => v.copy_from_slice(s),
+        None => v.iter_mut().zip(src.iter()).for_each(|(d, s)| *d = *s),
+    }
     let cfg = DbConfig {
         reference: reference.map_or(DbReference::Max, DbReference::Value),
         amin,
