@@ -175,7 +175,7 @@ pub fn from_item(
             .with_context(|| format!("{element} has no features; try --feature waveform"))?,
     };
     let mut fig = if name == "waveform" {
-        waveform(&meta, opts, stores)?
+        waveform(&meta, stores)?
     } else {
         let file = audio.features.get(&name).with_context(|| {
             let have: Vec<&str> = audio.features.keys().map(String::as_str).collect();
@@ -434,8 +434,7 @@ fn linear_rows(rows: usize, sr: f64) -> Rows {
 const ENVELOPE_COLUMNS: usize = 2000;
 
 /// The item's source decoded (mono, at the item's rate) as a min/max envelope.
-fn waveform(meta: &ItemMeta, opts: &FigureOptions, stores: &Arc<Stores>) -> Result<Figure> {
-    let _ = opts;
+fn waveform(meta: &ItemMeta, stores: &Arc<Stores>) -> Result<Figure> {
     let mut cfg = klio_decode::DecodeConfig::default();
     if let Some(a) = &meta.audio {
         cfg.sample_rate_hz = klio_decode::SampleRate::Hz(a.sample_rate_hz);

@@ -101,7 +101,7 @@ struct Failure {
     message: String,
 }
 
-/// Per error kind: the count, a few messages, the runs' commands.
+/// Per error kind: the count and a few messages.
 #[derive(Default)]
 struct Kind {
     count: u64,
@@ -156,7 +156,6 @@ struct Facts {
     slowest: Vec<ItemFacts>,
     recent_failed: Vec<ItemFacts>,
     first_done: Vec<ItemFacts>,
-    commands: BTreeMap<i64, String>,
 }
 
 fn gather(ledger: &Ledger, gallery: usize) -> Result<Facts> {
@@ -201,7 +200,6 @@ fn gather(ledger: &Ledger, gallery: usize) -> Result<Facts> {
         slowest: Vec::new(),
         recent_failed: Vec::new(),
         first_done: Vec::new(),
-        commands: BTreeMap::new(),
     };
     let mut heap: BinaryHeap<std::cmp::Reverse<Slow>> = BinaryHeap::new();
     let mut failed_heap: BinaryHeap<std::cmp::Reverse<(i64, String)>> = BinaryHeap::new();
@@ -260,9 +258,6 @@ fn gather(ledger: &Ledger, gallery: usize) -> Result<Facts> {
         .into_iter()
         .filter_map(|(_, e)| failed_items.remove(&e))
         .collect();
-    for r in ledger.runs(usize::MAX >> 1)? {
-        f.commands.insert(r.id, r.command);
-    }
     Ok(f)
 }
 
@@ -691,11 +686,12 @@ pub fn page(
         let ledger_arg = sh(&req.ledger.display().to_string());
         let mut kinds: Vec<(&String, &Kind)> = facts.kinds.iter().collect();
         kinds.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
-        let commands: Vec<&String> = {
-            let mut c: Vec<&String> = facts.commands.values().collect();
-            c.dedup();
-            c
-        };
+        // The newest run's own command line runs the retried items again.
+        let rerun = facts
+            .runs
+            .first()
+            .map(|r| format!("\n{}", r.command))
+            .unwrap_or_default();
         for (kind, k) in kinds {
             let _ = write!(
                 h,
@@ -722,10 +718,6 @@ pub fn page(
                     esc(&ledger_arg)
                 );
             }
-            let rerun = commands
-                .last()
-                .map(|c| format!("\n{c}"))
-                .unwrap_or_default();
             let _ = write!(
                 h,
                 "</table><p>Retry them (after fixing the cause), then run again:</p>\
