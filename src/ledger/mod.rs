@@ -96,6 +96,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_models.sql")),
     (3, include_str!("migrations/0003_retried.sql")),
     (4, include_str!("migrations/0004_claimed_alone.sql")),
+    (5, include_str!("migrations/0005_history_run.sql")),
 ];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";

@@ -28,6 +28,8 @@ pub struct RunTimes {
     pub failed: i64,
     /// Milliseconds per stage, summed over the run's items.
     pub stage_ms: Vec<(String, f64)>,
+    /// Seconds of audio of the items the run finished (their current duration).
+    pub audio_s: f64,
 }
 
 /// One item as the report sees it.
@@ -97,18 +99,25 @@ impl Ledger {
                     skipped: r.get(6)?,
                     failed: r.get(7)?,
                     stage_ms: Vec::new(),
+                    audio_s: 0.0,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut stages = self.conn.prepare(
-            "SELECT j.key, sum(j.value) FROM history h, json_each(h.stage_ms) j \
-             WHERE h.run_id = ?1 AND json_valid(h.stage_ms) GROUP BY j.key ORDER BY j.key",
+            "SELECT j.key, total(j.value) FROM history h, json_each(h.stage_ms) j \
+             WHERE h.run_id = ?1 AND json_valid(h.stage_ms) AND json_type(h.stage_ms) = 'object' \
+             GROUP BY j.key ORDER BY j.key",
+        )?;
+        let mut audio = self.conn.prepare(
+            "SELECT total(i.duration_s) FROM history h JOIN items i ON i.element = h.element \
+             WHERE h.run_id = ?1 AND h.state = 'done'",
         )?;
         for run in &mut runs {
             run.stage_ms = stages
                 .query_map([run.id], |r| Ok((r.get(0)?, r.get::<_, f64>(1)?)))?
                 .collect::<rusqlite::Result<_>>()
                 .with_context(|| format!("stage times of run {}", run.id))?;
+            run.audio_s = audio.query_row([run.id], |r| r.get(0))?;
         }
         Ok(runs)
     }

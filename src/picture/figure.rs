@@ -456,7 +456,7 @@ fn waveform(meta: &ItemMeta, stores: &Arc<Stores>) -> Result<Figure> {
     };
     let sr = stream.info().sample_rate_hz as f64;
     let expected = meta.audio.as_ref().map_or(0, |a| a.samples as usize).max(1);
-    let per_col = expected.div_ceil(ENVELOPE_COLUMNS).max(1);
+    let mut per_col = expected.div_ceil(ENVELOPE_COLUMNS).max(1);
     let mut env: Vec<(f32, f32)> = Vec::new();
     let mut cur = (f32::INFINITY, f32::NEG_INFINITY);
     let mut in_col = 0usize;
@@ -472,6 +472,19 @@ fn waveform(meta: &ItemMeta, stores: &Arc<Stores>) -> Result<Figure> {
                 env.push(cur);
                 cur = (f32::INFINITY, f32::NEG_INFINITY);
                 in_col = 0;
+                // More samples than meta.json said (the source changed since): merge
+                // neighbouring columns, so the envelope stays bounded.
+                if env.len() >= 2 * ENVELOPE_COLUMNS {
+                    env = env
+                        .chunks(2)
+                        .map(|c| {
+                            c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| {
+                                (a.0.min(b.0), a.1.max(b.1))
+                            })
+                        })
+                        .collect();
+                    per_col *= 2;
+                }
             }
         }
         total += n;

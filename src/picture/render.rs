@@ -57,7 +57,12 @@ impl plotters::coord::ranged1d::Ranged for Ticks {
         }
         let t = (v - self.lo) / (self.hi - self.lo);
         let len = (limit.1 - limit.0) as f64;
-        limit.0 + (len * t + if len > 0.0 { 1e-3 } else { -1e-3 }).floor() as i32
+        // As plotters' own f64 axes: floor going right, ceil going up (reversed limits).
+        if len > 0.0 {
+            limit.0 + (len * t + 1e-3).floor() as i32
+        } else {
+            limit.0 + (len * t - 1e-3).ceil() as i32
+        }
     }
 
     fn key_points<H: plotters::coord::ranged1d::KeyPointHint>(&self, _hint: H) -> Vec<f64> {

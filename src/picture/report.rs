@@ -595,9 +595,12 @@ pub fn page(
         (facts.done.to_string(), "items done"),
         (skipped.to_string(), "skipped (already done)"),
         (facts.failed.to_string(), "failed"),
-        (format!("{:.2}", facts.audio_s / 3600.0), "hours of audio"),
-        (duration_text(wall), "wall time"),
-        (format!("{rtf:.0}x"), "realtime factor"),
+        (
+            format!("{:.2}", facts.audio_s / 3600.0),
+            "hours of audio (done items)",
+        ),
+        (duration_text(wall), "wall time (runs shown)"),
+        (format!("{rtf:.0}x"), "realtime factor (runs shown)"),
         (facts.runs.len().to_string(), "runs shown"),
     ] {
         let _ = write!(

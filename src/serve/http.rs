@@ -174,7 +174,7 @@ async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
 pub struct Pages {
     report: crate::picture::report::ReportRequest,
     stores: Arc<crate::store::Stores>,
-    gate: tokio::sync::Semaphore,
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pages {
@@ -189,7 +189,7 @@ impl Pages {
         Pages {
             report,
             stores,
-            gate: tokio::sync::Semaphore::new(1),
+            gate: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }

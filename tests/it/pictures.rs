@@ -290,17 +290,44 @@ fn a_vad_strip_shows_the_speech() {
     assert_eq!(code, 0);
     let el = element_of(dir, "wav_s16_16k_mono_asterisk-demo-congrats");
     let (v, png) = plot(dir, &[&el, "--to", "vad.png"]);
-    // Below the panel and its x axis: the strip, with speech (orange) and pauses (grey).
+    // Below the panel and its x axis: the strip, orange where vad.json has speech and grey in
+    // the pauses, on the panel's time axis (columns 2 px inside a segment's edges or further).
     let [x0, _, x1, y1] = panel(&v);
-    let strip: Vec<[u8; 3]> = (y1 + 40..png.h)
-        .flat_map(|y| (x0..x1).map(move |x| (x, y)))
-        .map(|(x, y)| png.px(x, y))
+    let y = (y1 + 40..png.h)
+        .find(|&y| (x0..x1).any(|x| png.px(x, y) == [230, 97, 1]))
+        .expect("a VAD strip under the panel");
+    let x_len = v["seconds_per_frame"].as_f64().unwrap() * v["shape"][1].as_f64().unwrap();
+    let col = |t: f64| x0 as f64 + t / x_len * (x1 - x0) as f64;
+    let segs: Vec<(f64, f64)> = read_json(&dir.join("out").join(&el).join("vad.json"))["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                col(s["start"].as_f64().unwrap()),
+                col(s["end"].as_f64().unwrap()),
+            )
+        })
         .collect();
-    let orange = strip.iter().filter(|p| **p == [230, 97, 1]).count();
-    let grey = strip.iter().filter(|p| **p == [232, 232, 232]).count();
+    assert!(segs.len() >= 2, "{segs:?}");
+    let (mut speech, mut pause) = (0, 0);
+    // (The strip's own chart may end a pixel before the panel's: its edge columns are left.)
+    for x in x0 + 2..x1 - 2 {
+        let xf = x as f64 + 0.5;
+        let inside = segs.iter().any(|&(a, b)| xf > a + 2.0 && xf < b - 2.0);
+        let outside = segs.iter().all(|&(a, b)| xf < a - 2.0 || xf > b + 2.0);
+        let p = png.px(x, y);
+        if inside {
+            assert_eq!(p, [230, 97, 1], "column {x} is in a speech segment");
+            speech += 1;
+        } else if outside {
+            assert_eq!(p, [232, 232, 232], "column {x} is in a pause");
+            pause += 1;
+        }
+    }
     assert!(
-        orange > 500 && grey > 100,
-        "VAD strip: {orange} speech, {grey} pause pixels"
+        speech > 300 && pause >= 5,
+        "{speech} speech, {pause} pause columns"
     );
 }
 
@@ -509,10 +536,23 @@ fn the_report_and_the_serve_page_in_a_browser() {
         head.contains("image/png") && png.starts_with(b"\x89PNG"),
         "{head}"
     );
+    // Only done items of the ledger: a failed one, a path around the check (it would name a
+    // done item's folder) and anything else are 404.
+    let done_el = first
+        .trim_start_matches("/picture/")
+        .trim_end_matches(".png");
+    let failed_el = crate::common::ledger::in_state(&dir.join("out/klio-ledger.sqlite"), "failed")
+        .into_iter()
+        .next()
+        .unwrap();
+    let around = format!("/picture/..%2Fout%2F{done_el}.png");
+    let failed_png = format!("/picture/{failed_el}.png");
     for bad_path in [
         "/picture/nope.png",
         "/picture/..%2Fklio-ledger.sqlite",
         "/picture/x",
+        around.as_str(),
+        failed_png.as_str(),
     ] {
         assert_eq!(http_get_bytes(port, bad_path).0, 404, "{bad_path}");
     }

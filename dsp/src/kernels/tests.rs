@@ -211,6 +211,9 @@ fn lane_fft_matches_f64_dft_for_every_size() {
     let mut rng = Rng::new(7);
     let sizes = [
         4, 6, 8, 10, 12, 16, 18, 30, 50, 60, 90, 120, 250, 400, 480, 512, 1000, 1024, 2048,
+        // Depth-first passes at every lane count (4, 8, 16), odd and even numbers of them,
+        // mixed radices: 1500 = 4*3*5^3, 2048 = 4^5*2, 3000 = 4*2*3*5^3.
+        3000, 4096, 6000,
     ];
     let mut ran = 0;
     for k in all() {
