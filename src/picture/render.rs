@@ -248,7 +248,8 @@ pub fn render_png(fig: &Figure, opts: &FigureOptions) -> Result<Rendered> {
             panels.push(draw_panel(&this, fig, p, caption.as_deref(), thumb)?);
         }
         if let Some(bar) = bar {
-            draw_colour_bar(&bar, fig)?;
+            // Beside the panels only, not the VAD strips and labels under them.
+            draw_colour_bar(&bar.split_vertically(opts.height).0, fig)?;
         }
         let mut below = below;
         for (name, segs) in fig.segments.iter().take(strips as usize) {
@@ -483,7 +484,7 @@ where
         .map_err(err)?;
     let style = ("sans-serif", 14).into_font();
     let digits = if top - lo >= 10.0 { 0 } else { 2 };
-    let fmt = |v: &f64| format!("{v:.digits$}");
+    let fmt = |v: &f64| format!("{v:.digits$}  ");
     chart
         .configure_mesh()
         .disable_mesh()
