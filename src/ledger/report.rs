@@ -166,6 +166,18 @@ impl Ledger {
         Ok(())
     }
 
+    /// The ledger's clock (the one its rows are stamped with), to the minute.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn now_utc(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("SELECT strftime('%Y-%m-%d %H:%M UTC', 'now')", [], |r| {
+                r.get(0)
+            })?)
+    }
+
     /// Whether `element` is a done item (the serve page draws only those).
     ///
     /// # Errors

@@ -147,9 +147,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("{} is not a file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    // Export's destination file: `.NAME.partial`, synced, renamed.
+    let mut f = crate::export::DestFile::create(&dir, &name.to_string_lossy())?;
+    std::io::Write::write_all(&mut f, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.finish()?;
     Ok(())
 }
 

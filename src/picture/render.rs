@@ -366,53 +366,23 @@ where
             let img = BitMapElement::with_owned_buffer((0.0, n as f64), (pw, ph), buf)
                 .ok_or_else(|| anyhow!("drawing failed: image buffer size"))?;
             chart.draw_series(std::iter::once(img)).map_err(err)?;
-            Ok([
-                xr.start as u32,
-                yr.start as u32,
-                xr.end as u32,
-                yr.end as u32,
-            ])
+            Ok(pixels(xr, yr))
         }
-        Body::Line(values) => {
+        Body::Line(_) | Body::Envelope(_) => {
             let spf = fig.seconds_per_frame.unwrap_or(1.0);
             let (lo, hi) = padded(fig.scale.lo, fig.scale.hi);
             let mut chart = b.build_cartesian_2d(0f64..fig.x_len, lo..hi).map_err(err)?;
             if !thumb {
+                let y_desc = match body {
+                    Body::Envelope(_) => "amplitude",
+                    _ => fig.feature.as_str(),
+                };
                 chart
                     .configure_mesh()
                     .light_line_style(RGBColor(235, 235, 235))
                     .bold_line_style(RGBColor(215, 215, 215))
                     .x_desc(x_desc(fig))
-                    .y_desc(fig.feature.as_str())
-                    .label_style(label_style.clone())
-                    .axis_desc_style(label_style)
-                    .draw()
-                    .map_err(err)?;
-            }
-            let pts = decimate(values, area.dim_in_pixel().0 as usize * 2)
-                .map(|(i, v)| ((i as f64 + 0.5) * spf, v as f64));
-            chart
-                .draw_series(LineSeries::new(pts, RGBColor(31, 119, 180).stroke_width(1)))
-                .map_err(err)?;
-            let (xr, yr) = chart.plotting_area().get_pixel_range();
-            Ok([
-                xr.start as u32,
-                yr.start as u32,
-                xr.end as u32,
-                yr.end as u32,
-            ])
-        }
-        Body::Envelope(env) => {
-            let spf = fig.seconds_per_frame.unwrap_or(1.0);
-            let (lo, hi) = padded(fig.scale.lo, fig.scale.hi);
-            let mut chart = b.build_cartesian_2d(0f64..fig.x_len, lo..hi).map_err(err)?;
-            if !thumb {
-                chart
-                    .configure_mesh()
-                    .light_line_style(RGBColor(235, 235, 235))
-                    .bold_line_style(RGBColor(215, 215, 215))
-                    .x_desc(x_desc(fig))
-                    .y_desc("amplitude")
+                    .y_desc(y_desc)
                     .y_label_formatter(&|v| format!("{:.2}", v + 0.0))
                     .label_style(label_style.clone())
                     .axis_desc_style(label_style)
@@ -420,21 +390,33 @@ where
                     .map_err(err)?;
             }
             let colour = RGBColor(31, 119, 180);
-            chart
-                .draw_series(env.iter().enumerate().map(|(i, &(a, b))| {
-                    let x = (i as f64 + 0.5) * spf;
-                    PathElement::new(vec![(x, a as f64), (x, b as f64)], colour)
-                }))
-                .map_err(err)?;
+            match body {
+                Body::Line(values) => {
+                    let pts = decimate(values, area.dim_in_pixel().0 as usize * 2)
+                        .map(|(i, v)| ((i as f64 + 0.5) * spf, v as f64));
+                    chart
+                        .draw_series(LineSeries::new(pts, colour.stroke_width(1)))
+                        .map_err(err)?;
+                }
+                Body::Envelope(env) => {
+                    chart
+                        .draw_series(env.iter().enumerate().map(|(i, &(a, b))| {
+                            let x = (i as f64 + 0.5) * spf;
+                            PathElement::new(vec![(x, a as f64), (x, b as f64)], colour)
+                        }))
+                        .map_err(err)?;
+                }
+                Body::Image { .. } => unreachable!("matched above"),
+            }
             let (xr, yr) = chart.plotting_area().get_pixel_range();
-            Ok([
-                xr.start as u32,
-                yr.start as u32,
-                xr.end as u32,
-                yr.end as u32,
-            ])
+            Ok(pixels(xr, yr))
         }
     }
+}
+
+/// A plotting area's pixels as `[x0, y0, x1, y1)`.
+fn pixels(xr: std::ops::Range<i32>, yr: std::ops::Range<i32>) -> [u32; 4] {
+    [xr.start, yr.start, xr.end, yr.end].map(|v| v.max(0) as u32)
 }
 
 /// A y range with room around the line (and a unit of room for a flat one).

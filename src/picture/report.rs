@@ -317,6 +317,22 @@ fn svg_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("chart failed: {e}")
 }
 
+/// The series' legend, top right, as every chart here draws it.
+fn legend<'a, X, Y>(chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>) -> Result<()>
+where
+    X: Ranged,
+    Y: Ranged,
+{
+    chart
+        .configure_series_labels()
+        .label_font(LABELS)
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(RGBColor(200, 200, 200))
+        .draw()
+        .map_err(svg_err)
+}
+
 /// Stage seconds per run as stacked horizontal bars.
 fn stages_svg(runs: &[RunTimes]) -> Result<String> {
     let mut svg = String::new();
@@ -392,14 +408,7 @@ fn stages_svg(runs: &[RunTimes]) -> Result<String> {
                     Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font(LABELS)
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(200, 200, 200))
-            .draw()
-            .map_err(svg_err)?;
+        legend(&mut chart)?;
         root.present().map_err(svg_err)?;
     }
     Ok(svg)
@@ -448,14 +457,7 @@ fn throughput_svg(series: &[RunRate]) -> Result<String> {
                     PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font(LABELS)
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(200, 200, 200))
-            .draw()
-            .map_err(svg_err)?;
+        legend(&mut chart)?;
         root.present().map_err(svg_err)?;
     }
     Ok(svg)
@@ -562,6 +564,7 @@ pub fn page(
     super::fonts();
     let ledger = Ledger::open_read_only(&req.ledger)?;
     let facts = gather(&ledger, req.items)?;
+    let made = ledger.now_utc()?;
     drop(ledger);
     let outputs = Outputs::open(&req.out, stores.clone()).ok();
     let mut h = String::with_capacity(1 << 20);
@@ -576,7 +579,7 @@ pub fn page(
         esc(&title),
         esc(&req.ledger.display().to_string()),
         env!("CARGO_PKG_VERSION"),
-        esc(&now_utc()),
+        esc(&made),
     );
 
     // Totals.
@@ -871,29 +874,6 @@ fn url_path(s: &str) -> String {
         }
     }
     o
-}
-
-fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
 }
 
 /// Writes the page to `to` and the gallery's full-size pictures to `<stem>_files/` beside it
