@@ -91,7 +91,7 @@ const L1_BUDGET: usize = 16 << 10;
 /// Scratch up to this size stays breadth-first: it is served from L2 fast enough that the
 /// depth-first loop's overheads (twiddles loaded per sub-FFT) cost more than they save
 /// (400 points at 16 lanes, 51 KiB: 5% slower depth-first; 2048 points, 256 KiB: 20% faster).
-const BREADTH_FIRST_UP_TO: usize = 64 << 10;
+const BREADTH_FIRST_UP_TO: usize = 32 << 10;
 
 /// A real FFT of `n` points over lanes (see the module documentation).
 #[derive(Debug, Clone)]
@@ -102,6 +102,9 @@ pub struct LaneFft {
     /// Passes run over the whole array before the rest runs depth-first, one independent
     /// sub-FFT at a time (see [`spectra`]).
     breadth: usize,
+    /// Values of the small buffers the depth-first passes work in (two ping-pong split
+    /// complex arrays of one sub-FFT); 0 when every pass is breadth-first.
+    local: usize,
     /// For `k < n / 2`: `exp(-2 pi i k / n)` as (re, im), for the real-FFT split.
     post: Vec<f32>,
     window: Vec<f32>,
@@ -116,6 +119,8 @@ pub struct LaneScratch {
     im: Vec<f32>,
     re2: Vec<f32>,
     im2: Vec<f32>,
+    /// The depth-first passes' buffers ([`LaneFft::local`] values).
+    local: Vec<f32>,
 }
 
 /// Radices for `m` points, 4 first, or `None` when another prime divides it.
@@ -167,12 +172,23 @@ impl LaneFft {
             let s_k: usize = radices[..k].iter().product();
             m / s_k * lanes * 4 * 4
         };
+        let passes = radices.len();
         let breadth = if bytes(0) <= BREADTH_FIRST_UP_TO {
-            radices.len()
+            passes
         } else {
-            (0..radices.len())
-                .find(|&k| bytes(k) <= L1_BUDGET)
-                .unwrap_or(radices.len())
+            match (0..passes).find(|&k| bytes(k) <= L1_BUDGET) {
+                // A sub-FFT's first and last remaining passes are its way in and out of the
+                // small buffers: one pass alone stays over the whole array.
+                Some(k) if k + 1 == passes => passes.saturating_sub(2),
+                Some(k) => k,
+                None => passes,
+            }
+        };
+        let subs: usize = radices[..breadth].iter().product();
+        let local = if breadth < passes {
+            4 * (m / subs) * lanes
+        } else {
+            0
         };
         let post = (0..m)
             .flat_map(|k| {
@@ -185,6 +201,7 @@ impl LaneFft {
             layout: Layout::new(m, lanes),
             stages,
             breadth,
+            local,
             post,
             window: window.to_vec(),
             lanes,
@@ -214,6 +231,7 @@ impl LaneFft {
             im: vec![0.0; len],
             re2: vec![0.0; len],
             im2: vec![0.0; len],
+            local: vec![0.0; self.local],
         }
     }
 }
@@ -335,21 +353,21 @@ unsafe fn dft<V: Simd>(a: &mut [C<V>; 5], r: usize) {
     }
 }
 
-/// One Stockham pass, specialised for its radix, over the `q` in `q0, q0 + q_step, ...`
-/// below `s` (every `q` for a whole pass; one sub-FFT's for a depth-first one).
+/// One Stockham pass, specialised for its radix, over sub-sequence stride `s` (`st.s` for a
+/// pass over the whole array; `st.s` divided by the number of sub-FFTs for a pass within one
+/// of them). Element `e` of the input lives at `x.2(e)`, of the output at `y.2(e)`.
 #[inline(always)]
-unsafe fn stage<V: Simd, const PAD: bool>(
+unsafe fn stage<V: Simd>(
     st: &Stage,
-    lay: Layout,
-    x: (*const f32, *const f32),
-    y: (*mut f32, *mut f32),
-    (q0, q_step): (usize, usize),
+    s: usize,
+    x: (*const f32, *const f32, impl Fn(usize) -> usize + Copy),
+    y: (*mut f32, *mut f32, impl Fn(usize) -> usize + Copy),
 ) {
     match st.radix {
-        2 => stage_r::<V, 2, PAD>(st, lay, x, y, q0, q_step),
-        3 => stage_r::<V, 3, PAD>(st, lay, x, y, q0, q_step),
-        4 => stage_r::<V, 4, PAD>(st, lay, x, y, q0, q_step),
-        _ => stage_r::<V, 5, PAD>(st, lay, x, y, q0, q_step),
+        2 => stage_r::<V, 2>(st, s, x, y),
+        3 => stage_r::<V, 3>(st, s, x, y),
+        4 => stage_r::<V, 4>(st, s, x, y),
+        _ => stage_r::<V, 5>(st, s, x, y),
     }
 }
 
@@ -357,15 +375,13 @@ unsafe fn stage<V: Simd, const PAD: bool>(
 /// and writes only positions congruent to `q` modulo `s`, so for a later pass (whose `s` is a
 /// multiple of an earlier pass's) the `q` of one residue class are an independent sub-FFT.
 #[inline(always)]
-unsafe fn stage_r<V: Simd, const R: usize, const PAD: bool>(
+unsafe fn stage_r<V: Simd, const R: usize>(
     st: &Stage,
-    lay: Layout,
-    (xr, xi): (*const f32, *const f32),
-    (yr, yi): (*mut f32, *mut f32),
-    q0: usize,
-    q_step: usize,
+    s: usize,
+    (xr, xi, xat): (*const f32, *const f32, impl Fn(usize) -> usize + Copy),
+    (yr, yi, yat): (*mut f32, *mut f32, impl Fn(usize) -> usize + Copy),
 ) {
-    let (r, m, s) = (R, st.m, st.s);
+    let (r, m) = (R, st.m);
     let zero = C {
         re: V::splat(0.0),
         im: V::splat(0.0),
@@ -380,19 +396,19 @@ unsafe fn stage_r<V: Simd, const R: usize, const PAD: bool>(
                 V::splat(*tw.add(2 * (j - 1) + 1)),
             );
         }
-        for q in (q0..s).step_by(q_step) {
+        for q in 0..s {
             for (k, ak) in a.iter_mut().enumerate().take(r) {
-                *ak = C::load(xr, xi, lay.at::<PAD>(q + s * (p + k * m)));
+                *ak = C::load(xr, xi, xat(q + s * (p + k * m)));
             }
             dft(&mut a, r);
-            a[0].store(yr, yi, lay.at::<PAD>(q + s * r * p));
+            a[0].store(yr, yi, yat(q + s * r * p));
             for j in 1..r {
                 let v = if p == 0 {
                     a[j]
                 } else {
                     a[j].twiddle(w[j].0, w[j].1)
                 };
-                v.store(yr, yi, lay.at::<PAD>(q + s * (r * p + j)));
+                v.store(yr, yi, yat(q + s * (r * p + j)));
             }
         }
     }
@@ -461,8 +477,13 @@ unsafe fn spectra_in<V: Simd, const PAD: bool>(
         }
     }
     // The FFT, ping-ponging between the two buffers: the first passes over the whole array
-    // (from L2 at large sizes), then each independent sub-FFT through the remaining passes
-    // while it is in L1 (2048 points: 2 passes over 256 KiB instead of 5).
+    // (from L2 at large sizes), then each independent sub-FFT through the remaining passes in
+    // small contiguous buffers that stay in L1 (2048 points: 2 passes over 256 KiB instead
+    // of 5). A sub-FFT's elements lie `subs` elements apart in the big array: a power-of-two
+    // stride of a kilobyte or more, which maps them all to a few L1 sets, so they are not
+    // worked on in place: the first remaining pass reads them from there, the last writes them
+    // back (to the buffer they came from: no other sub-FFT touches their positions).
+    let glob = |e: usize| lay.at::<PAD>(e);
     let mut bufs = [
         (s.re.as_mut_ptr(), s.im.as_mut_ptr()),
         (s.re2.as_mut_ptr(), s.im2.as_mut_ptr()),
@@ -470,21 +491,30 @@ unsafe fn spectra_in<V: Simd, const PAD: bool>(
     let (whole, rest) = plan.stages.split_at(plan.breadth);
     for st in whole {
         let (x, y) = (bufs[0], bufs[1]);
-        stage::<V, PAD>(st, lay, (x.0, x.1), y, (0, 1));
+        stage::<V>(st, st.s, (x.0, x.1, glob), (y.0, y.1, glob));
         bufs.swap(0, 1);
     }
-    if let Some(first) = rest.first() {
+    if let [first, middle @ .., last] = rest {
         let subs = first.s;
+        let sub_len = m / subs * l;
+        let loc = s.local.as_mut_ptr();
+        let mut locs = [
+            (loc, loc.add(sub_len)),
+            (loc.add(2 * sub_len), loc.add(3 * sub_len)),
+        ];
+        let near = |e: usize| e * l;
+        let (gr, gi) = bufs[0];
         for q0 in 0..subs {
-            let mut b = bufs;
-            for st in rest {
-                let (x, y) = (b[0], b[1]);
-                stage::<V, PAD>(st, lay, (x.0, x.1), y, (q0, subs));
-                b.swap(0, 1);
+            let far = move |e: usize| lay.at::<PAD>(q0 + subs * e);
+            let b = locs[0];
+            stage::<V>(first, first.s / subs, (gr, gi, far), (b.0, b.1, near));
+            for st in middle {
+                let (x, y) = (locs[0], locs[1]);
+                stage::<V>(st, st.s / subs, (x.0, x.1, near), (y.0, y.1, near));
+                locs.swap(0, 1);
             }
-        }
-        if rest.len() % 2 == 1 {
-            bufs.swap(0, 1);
+            let x = locs[0];
+            stage::<V>(last, last.s / subs, (x.0, x.1, near), (gr, gi, far));
         }
     }
     let (zr, zi) = (bufs[0].0 as *const f32, bufs[0].1 as *const f32);
