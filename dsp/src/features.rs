@@ -20,6 +20,7 @@ use crate::error::{invalid, DspError};
 use crate::fbank::{FbankConfig, FbankPlan, FbankScratch};
 use crate::kernels::{Kernels, LaneFft, LaneScratch};
 use crate::mel::{MelConfig, MelNorm, MelPlan, MelScale};
+use crate::memory::Aligned;
 use crate::stft::{Framer, PadMode, SpectrumKind, StftConfig, StftPlan, StftScratch};
 
 /// A feature that can be written for an item.
@@ -726,12 +727,12 @@ struct ChannelState {
 /// The `[bin][frame]` and `[band][frame]` tiles of one lane batch.
 struct LaneBuffers {
     scratch: LaneScratch,
-    power: Vec<f32>,
-    magnitude: Vec<f32>,
-    mel: Vec<f32>,
+    power: Aligned,
+    magnitude: Aligned,
+    mel: Aligned,
     /// The mel in dB and the MFCCs, `[value][frame]` (local dB only).
-    db: Vec<f32>,
-    mfcc: Vec<f32>,
+    db: Aligned,
+    mfcc: Aligned,
 }
 
 /// Per-stream buffers reused for every frame.
@@ -788,11 +789,11 @@ impl FeatureStream {
         let bufs = Buffers {
             lane: plan.lane.as_ref().map(|l| LaneBuffers {
                 scratch: l.make_scratch(),
-                power: vec![0.0; n_bins * l.lanes()],
-                magnitude: vec![0.0; n_bins * l.lanes()],
-                mel: vec![0.0; cfg.n_mels * l.lanes()],
-                db: vec![0.0; cfg.n_mels * l.lanes()],
-                mfcc: vec![0.0; cfg.n_mfcc * l.lanes()],
+                power: Aligned::zeroed(n_bins * l.lanes()),
+                magnitude: Aligned::zeroed(n_bins * l.lanes()),
+                mel: Aligned::zeroed(cfg.n_mels * l.lanes()),
+                db: Aligned::zeroed(cfg.n_mels * l.lanes()),
+                mfcc: Aligned::zeroed(cfg.n_mfcc * l.lanes()),
             }),
             stft: plan.stft.make_scratch(),
             fbank: plan.fbank.as_ref().map(FbankPlan::make_scratch),

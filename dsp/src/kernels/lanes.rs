@@ -20,6 +20,7 @@
 
 use super::vector::Simd;
 use super::Span;
+use crate::memory::Aligned;
 
 /// One pass of the Stockham FFT: `radix`-point butterflies over a sub-length `n_cur`.
 #[derive(Debug, Clone)]
@@ -33,71 +34,45 @@ struct Stage {
     twiddles: Vec<f32>,
 }
 
-/// Where complex element `e` of the `n / 2`-point signal lives in a scratch array: at
-/// `e * lanes`, plus one cache line per quarter of the signal when `n / 2` is a power of two.
-/// Every Stockham pass reads its radix-4 inputs a quarter apart: for 1024 complex points of
-/// 16 lanes that is 16 KiB, a multiple of the L1 set stride, so without the padding all of
-/// them (and their imaginary parts) compete for the same cache sets.
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    lanes: usize,
-    /// log2 of a quarter (`usize::BITS - 1` when not padded: every index shifts to 0).
-    shift: u32,
-    pad: usize,
+/// A split complex array of lanes: element `e`'s real part at `re + e * step`, its imaginary
+/// part at `im + e * step` (`step` is the lane count for a contiguous array, a multiple of it
+/// for one sub-FFT's elements within the big array).
+#[derive(Clone, Copy)]
+struct Arr {
+    re: *mut f32,
+    im: *mut f32,
+    step: usize,
 }
 
-impl Layout {
-    fn new(m: usize, lanes: usize) -> Layout {
-        if m.is_power_of_two() && m >= 16 {
-            Layout {
-                lanes,
-                shift: (m / 4).trailing_zeros(),
-                pad: 16,
-            }
-        } else {
-            Layout {
-                lanes,
-                shift: usize::BITS - 1,
-                pad: 0,
-            }
-        }
-    }
-
-    /// The position of element `e`; `PAD` says whether this layout pads (a constant, so the
-    /// unpadded sizes compute no shift at all).
+impl Arr {
+    /// Elements `start, start + every, ...` of this array.
     #[inline(always)]
-    fn at<const PAD: bool>(self, e: usize) -> usize {
-        if PAD {
-            e * self.lanes + (e >> self.shift) * self.pad
-        } else {
-            e * self.lanes
+    unsafe fn every(self, start: usize, every: usize) -> Arr {
+        Arr {
+            re: self.re.add(start * self.step),
+            im: self.im.add(start * self.step),
+            step: self.step * every,
         }
-    }
-
-    fn padded(self) -> bool {
-        self.pad > 0
-    }
-
-    /// Values a scratch array needs for `m` elements.
-    fn len(self, m: usize) -> usize {
-        self.at::<true>(m.max(1) - 1) + self.lanes
     }
 }
 
 /// Bytes of scratch (both ping-pong buffers, real and imaginary parts) one sub-FFT may use to
-/// run its remaining passes in L1 (half of a 32 KiB L1D, leaving room for twiddles).
+/// run its remaining passes in L1 (half of a 32 KiB L1D, leaving room for twiddles). A plan
+/// whose whole scratch fits runs every pass over the whole array; a larger one goes
+/// depth-first as soon as its sub-FFTs fit (400 points at 16 lanes, 51 KiB: 8% faster than
+/// breadth-first throughout; 512 points 20%, 2048 points 2x, on an AVX-512 Xeon).
 const L1_BUDGET: usize = 16 << 10;
 
-/// Scratch up to this size stays breadth-first: it is served from L2 fast enough that the
-/// depth-first loop's overheads (twiddles loaded per sub-FFT) cost more than they save
-/// (400 points at 16 lanes, 51 KiB: 5% slower depth-first; 2048 points, 256 KiB: 20% faster).
-const BREADTH_FIRST_UP_TO: usize = 32 << 10;
+/// Values between the starts of consecutive small buffers beyond their length: a kilobyte
+/// and a cache line, so that element `e` of one buffer and element `e` of the next differ in
+/// their low 12 address bits (a store to one and a load from the other would otherwise look
+/// like the same 4 KiB page offset to the CPU's memory disambiguation: "4K aliasing").
+const SKEW: usize = 272;
 
 /// A real FFT of `n` points over lanes (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct LaneFft {
     n: usize,
-    layout: Layout,
     stages: Vec<Stage>,
     /// Passes run over the whole array before the rest runs depth-first, one independent
     /// sub-FFT at a time (see [`spectra`]).
@@ -115,12 +90,10 @@ pub struct LaneFft {
 /// `lanes` values.
 #[derive(Debug, Clone)]
 pub struct LaneScratch {
-    re: Vec<f32>,
-    im: Vec<f32>,
-    re2: Vec<f32>,
-    im2: Vec<f32>,
+    /// The big arrays (ping re, ping im, pong re, pong im), [`SKEW`] values apart.
+    big: Aligned,
     /// The depth-first passes' buffers ([`LaneFft::local`] values).
-    local: Vec<f32>,
+    local: Aligned,
 }
 
 /// Radices for `m` points, 4 first, or `None` when another prime divides it.
@@ -173,7 +146,7 @@ impl LaneFft {
             m / s_k * lanes * 4 * 4
         };
         let passes = radices.len();
-        let breadth = if bytes(0) <= BREADTH_FIRST_UP_TO {
+        let breadth = if bytes(0) <= L1_BUDGET {
             passes
         } else {
             match (0..passes).find(|&k| bytes(k) <= L1_BUDGET) {
@@ -186,7 +159,7 @@ impl LaneFft {
         };
         let subs: usize = radices[..breadth].iter().product();
         let local = if breadth < passes {
-            4 * (m / subs) * lanes
+            4 * (m / subs * lanes + SKEW)
         } else {
             0
         };
@@ -198,7 +171,6 @@ impl LaneFft {
             .collect();
         Some(LaneFft {
             n,
-            layout: Layout::new(m, lanes),
             stages,
             breadth,
             local,
@@ -225,13 +197,9 @@ impl LaneFft {
 
     /// Buffers for this plan.
     pub fn make_scratch(&self) -> LaneScratch {
-        let len = self.layout.len(self.n / 2);
         LaneScratch {
-            re: vec![0.0; len],
-            im: vec![0.0; len],
-            re2: vec![0.0; len],
-            im2: vec![0.0; len],
-            local: vec![0.0; self.local],
+            big: Aligned::zeroed(4 * (self.n / 2 * self.lanes + SKEW)),
+            local: Aligned::zeroed(self.local),
         }
     }
 }
@@ -355,14 +323,9 @@ unsafe fn dft<V: Simd>(a: &mut [C<V>; 5], r: usize) {
 
 /// One Stockham pass, specialised for its radix, over sub-sequence stride `s` (`st.s` for a
 /// pass over the whole array; `st.s` divided by the number of sub-FFTs for a pass within one
-/// of them). Element `e` of the input lives at `x.2(e)`, of the output at `y.2(e)`.
+/// of them), from `x` into `y`.
 #[inline(always)]
-unsafe fn stage<V: Simd>(
-    st: &Stage,
-    s: usize,
-    x: (*const f32, *const f32, impl Fn(usize) -> usize + Copy),
-    y: (*mut f32, *mut f32, impl Fn(usize) -> usize + Copy),
-) {
+unsafe fn stage<V: Simd>(st: &Stage, s: usize, x: Arr, y: Arr) {
     match st.radix {
         2 => stage_r::<V, 2>(st, s, x, y),
         3 => stage_r::<V, 3>(st, s, x, y),
@@ -374,42 +337,123 @@ unsafe fn stage<V: Simd>(
 /// One Stockham pass: `y[q + s (r p + j)] = w^(p j) * DFT_r(x[q + s (p + k m)])_j`. It reads
 /// and writes only positions congruent to `q` modulo `s`, so for a later pass (whose `s` is a
 /// multiple of an earlier pass's) the `q` of one residue class are an independent sub-FFT.
+/// Offsets are computed once per butterfly group `p` and stepped along `q`: no multiply in
+/// the inner loop.
 #[inline(always)]
-unsafe fn stage_r<V: Simd, const R: usize>(
-    st: &Stage,
-    s: usize,
-    (xr, xi, xat): (*const f32, *const f32, impl Fn(usize) -> usize + Copy),
-    (yr, yi, yat): (*mut f32, *mut f32, impl Fn(usize) -> usize + Copy),
-) {
-    let (r, m) = (R, st.m);
+unsafe fn stage_r<V: Simd, const R: usize>(st: &Stage, s: usize, x: Arr, y: Arr) {
+    let m = st.m;
     let zero = C {
         re: V::splat(0.0),
         im: V::splat(0.0),
     };
     let mut a = [zero; 5];
+    let (mut xo, mut yo) = ([0usize; 5], [0usize; 5]);
     for p in 0..m {
-        let tw = st.twiddles.as_ptr().add(p * (r - 1) * 2);
-        let mut w = [(V::splat(1.0), V::splat(0.0)); 5];
-        for (j, wj) in w.iter_mut().enumerate().take(r).skip(1) {
-            *wj = (
-                V::splat(*tw.add(2 * (j - 1))),
-                V::splat(*tw.add(2 * (j - 1) + 1)),
-            );
+        let w = twiddles::<V, R>(st, p);
+        for k in 0..R {
+            xo[k] = s * (p + k * m) * x.step;
+            yo[k] = s * (R * p + k) * y.step;
         }
         for q in 0..s {
-            for (k, ak) in a.iter_mut().enumerate().take(r) {
-                *ak = C::load(xr, xi, xat(q + s * (p + k * m)));
+            let (xq, yq) = (q * x.step, q * y.step);
+            for (k, ak) in a.iter_mut().enumerate().take(R) {
+                *ak = C::load(x.re, x.im, xo[k] + xq);
             }
-            dft(&mut a, r);
-            a[0].store(yr, yi, yat(q + s * r * p));
-            for j in 1..r {
-                let v = if p == 0 {
-                    a[j]
-                } else {
-                    a[j].twiddle(w[j].0, w[j].1)
-                };
-                v.store(yr, yi, yat(q + s * (r * p + j)));
+            butterfly::<V, R>(&mut a, &w, p == 0, |j, v| v.store(y.re, y.im, yo[j] + yq));
+        }
+    }
+}
+
+/// The broadcast twiddles of butterfly `p` of a pass (`w[j]` for `j` in `1..R`).
+#[inline(always)]
+unsafe fn twiddles<V: Simd, const R: usize>(st: &Stage, p: usize) -> [(V, V); 5] {
+    let tw = st.twiddles.as_ptr().add(p * (R - 1) * 2);
+    let mut w = [(V::splat(1.0), V::splat(0.0)); 5];
+    for (j, wj) in w.iter_mut().enumerate().take(R).skip(1) {
+        *wj = (
+            V::splat(*tw.add(2 * (j - 1))),
+            V::splat(*tw.add(2 * (j - 1) + 1)),
+        );
+    }
+    w
+}
+
+/// The `R`-point DFT of `a`, output `j` times `w[j]` (not for the first butterfly, `first`,
+/// whose twiddles are 1), each handed to `out(j, value)`.
+#[inline(always)]
+unsafe fn butterfly<V: Simd, const R: usize>(
+    a: &mut [C<V>; 5],
+    w: &[(V, V); 5],
+    first: bool,
+    mut out: impl FnMut(usize, C<V>),
+) {
+    dft(a, R);
+    out(0, a[0]);
+    for j in 1..R {
+        out(
+            j,
+            if first {
+                a[j]
+            } else {
+                a[j].twiddle(w[j].0, w[j].1)
+            },
+        );
+    }
+}
+
+/// The first Stockham pass fused with the transposition into lanes and the window: for each
+/// run of `LANES / 2` butterflies, the `R` blocks of `LANES` samples they read (a `LANES x
+/// LANES` register transpose each) go to a small staging area in L1, not through the big
+/// array (which, at 2048 points and 16 lanes, is 64 KiB a part, served from L2).
+///
+/// # Safety
+/// As [`spectra`]; `st` is the plan's first pass (`s` = 1), its `m` a multiple of
+/// `LANES / 2`; `y` holds `n / 2` elements.
+#[inline(always)]
+unsafe fn first_pass<V: Simd, const R: usize>(
+    plan: &LaneFft,
+    st: &Stage,
+    frames: &[f32],
+    stride: usize,
+    y: Arr,
+) {
+    let l = V::LANES;
+    let half = l / 2;
+    let (src, win) = (frames.as_ptr(), plan.window.as_ptr());
+    // `R` blocks of `half` complex elements, split real and imaginary.
+    let mut stage_re = [0.0f32; 5 * 8 * 16];
+    let mut stage_im = [0.0f32; 5 * 8 * 16];
+    let (sr, si) = (stage_re.as_mut_ptr(), stage_im.as_mut_ptr());
+    let mut rows = [V::splat(0.0); 16];
+    let zero = C {
+        re: V::splat(0.0),
+        im: V::splat(0.0),
+    };
+    let mut a = [zero; 5];
+    let m = st.m;
+    for p0 in (0..m).step_by(half) {
+        for k in 0..R {
+            let j0 = 2 * (p0 + k * m);
+            for (f, row) in rows.iter_mut().enumerate().take(l) {
+                *row = V::load(src.add(f * stride + j0));
             }
+            super::vector::transpose_regs::<V>(&mut rows);
+            for (t, row) in rows.iter().enumerate().take(l) {
+                let v = row.mul(V::splat(*win.add(j0 + t)));
+                let dst = if t % 2 == 0 { sr } else { si };
+                v.store(dst.add((k * half + t / 2) * l));
+            }
+        }
+        for i in 0..half {
+            let p = p0 + i;
+            let w = twiddles::<V, R>(st, p);
+            for (k, ak) in a.iter_mut().enumerate().take(R) {
+                *ak = C::load(sr, si, (k * half + i) * l);
+            }
+            let at = R * p * y.step;
+            butterfly::<V, R>(&mut a, &w, p == 0, |j, v| {
+                v.store(y.re, y.im, at + j * y.step)
+            });
         }
     }
 }
@@ -430,51 +474,36 @@ pub(crate) unsafe fn spectra<V: Simd>(
     power: Option<&mut [f32]>,
     magnitude: Option<&mut [f32]>,
 ) {
-    if plan.layout.padded() {
-        spectra_in::<V, true>(plan, frames, stride, s, power, magnitude)
-    } else {
-        spectra_in::<V, false>(plan, frames, stride, s, power, magnitude)
-    }
-}
-
-/// [`spectra`] for a layout that pads (`PAD`) or not.
-#[inline(always)]
-unsafe fn spectra_in<V: Simd, const PAD: bool>(
-    plan: &LaneFft,
-    frames: &[f32],
-    stride: usize,
-    s: &mut LaneScratch,
-    power: Option<&mut [f32]>,
-    magnitude: Option<&mut [f32]>,
-) {
     let l = V::LANES;
     debug_assert_eq!(plan.lanes, l);
-    let (n, m) = (plan.n, plan.n / 2);
-    let src = frames.as_ptr();
-    let win = plan.window.as_ptr();
-    let lay = plan.layout;
-    // Transpose [frame][sample] blocks of LANES x LANES into [sample][frame], windowed.
-    let (re, im) = (s.re.as_mut_ptr(), s.im.as_mut_ptr());
-    let mut rows = [V::splat(0.0); 16];
-    let mut j0 = 0;
-    while j0 + l <= n {
-        for (f, row) in rows.iter_mut().enumerate().take(l) {
-            *row = V::load(src.add(f * stride + j0));
+    let m = plan.n / 2;
+    let big = s.big.as_mut_ptr();
+    let at = |i: usize| big.add(i * (m * l + SKEW));
+    let mut bufs = [
+        Arr {
+            re: at(0),
+            im: at(1),
+            step: l,
+        },
+        Arr {
+            re: at(2),
+            im: at(3),
+            step: l,
+        },
+    ];
+    let mut passes = &plan.stages[..];
+    match passes.first() {
+        Some(first) if plan.breadth > 0 && l >= 2 && first.m.is_multiple_of(l / 2) => {
+            let y = bufs[0];
+            match first.radix {
+                2 => first_pass::<V, 2>(plan, first, frames, stride, y),
+                3 => first_pass::<V, 3>(plan, first, frames, stride, y),
+                4 => first_pass::<V, 4>(plan, first, frames, stride, y),
+                _ => first_pass::<V, 5>(plan, first, frames, stride, y),
+            }
+            passes = &passes[1..];
         }
-        super::vector::transpose_regs::<V>(&mut rows);
-        for (t, row) in rows.iter().enumerate().take(l) {
-            let j = j0 + t;
-            let v = row.mul(V::splat(*win.add(j)));
-            let dst = if j % 2 == 0 { re } else { im };
-            v.store(dst.add(lay.at::<PAD>(j / 2)));
-        }
-        j0 += l;
-    }
-    for j in j0..n {
-        let dst = if j % 2 == 0 { re } else { im };
-        for f in 0..l {
-            *dst.add(lay.at::<PAD>(j / 2) + f) = *src.add(f * stride + j) * *win.add(j);
-        }
+        _ => transpose_in::<V>(plan, frames, stride, bufs[0]),
     }
     // The FFT, ping-ponging between the two buffers: the first passes over the whole array
     // (from L2 at large sizes), then each independent sub-FFT through the remaining passes in
@@ -483,41 +512,39 @@ unsafe fn spectra_in<V: Simd, const PAD: bool>(
     // stride of a kilobyte or more, which maps them all to a few L1 sets, so they are not
     // worked on in place: the first remaining pass reads them from there, the last writes them
     // back (to the buffer they came from: no other sub-FFT touches their positions).
-    let glob = |e: usize| lay.at::<PAD>(e);
-    let mut bufs = [
-        (s.re.as_mut_ptr(), s.im.as_mut_ptr()),
-        (s.re2.as_mut_ptr(), s.im2.as_mut_ptr()),
-    ];
-    let (whole, rest) = plan.stages.split_at(plan.breadth);
+    let (whole, rest) = passes.split_at(plan.breadth - (plan.stages.len() - passes.len()));
     for st in whole {
-        let (x, y) = (bufs[0], bufs[1]);
-        stage::<V>(st, st.s, (x.0, x.1, glob), (y.0, y.1, glob));
+        stage::<V>(st, st.s, bufs[0], bufs[1]);
         bufs.swap(0, 1);
     }
     if let [first, middle @ .., last] = rest {
         let subs = first.s;
         let sub_len = m / subs * l;
         let loc = s.local.as_mut_ptr();
+        let at = |i: usize| loc.add(i * (sub_len + SKEW));
         let mut locs = [
-            (loc, loc.add(sub_len)),
-            (loc.add(2 * sub_len), loc.add(3 * sub_len)),
+            Arr {
+                re: at(0),
+                im: at(1),
+                step: l,
+            },
+            Arr {
+                re: at(2),
+                im: at(3),
+                step: l,
+            },
         ];
-        let near = |e: usize| e * l;
-        let (gr, gi) = bufs[0];
         for q0 in 0..subs {
-            let far = move |e: usize| lay.at::<PAD>(q0 + subs * e);
-            let b = locs[0];
-            stage::<V>(first, first.s / subs, (gr, gi, far), (b.0, b.1, near));
+            let far = bufs[0].every(q0, subs);
+            stage::<V>(first, first.s / subs, far, locs[0]);
             for st in middle {
-                let (x, y) = (locs[0], locs[1]);
-                stage::<V>(st, st.s / subs, (x.0, x.1, near), (y.0, y.1, near));
+                stage::<V>(st, st.s / subs, locs[0], locs[1]);
                 locs.swap(0, 1);
             }
-            let x = locs[0];
-            stage::<V>(last, last.s / subs, (x.0, x.1, near), (gr, gi, far));
+            stage::<V>(last, last.s / subs, locs[0], far);
         }
     }
-    let (zr, zi) = (bufs[0].0 as *const f32, bufs[0].1 as *const f32);
+    let (zr, zi) = (bufs[0].re as *const f32, bufs[0].im as *const f32);
     // Split into the real signal's bins, fused with power and magnitude.
     let pw = power.map(|p| p.as_mut_ptr());
     let mg = magnitude.map(|p| p.as_mut_ptr());
@@ -535,8 +562,8 @@ unsafe fn spectra_in<V: Simd, const PAD: bool>(
     emit(m, z0.re.sub(z0.im), V::splat(0.0));
     let half = V::splat(0.5);
     for k in 1..m {
-        let a = C::<V>::load(zr, zi, lay.at::<PAD>(k));
-        let c = C::<V>::load(zr, zi, lay.at::<PAD>(m - k));
+        let a = C::<V>::load(zr, zi, k * l);
+        let c = C::<V>::load(zr, zi, (m - k) * l);
         let (er, ei) = (a.re.add(c.re).mul(half), a.im.sub(c.im).mul(half));
         let (or, oi) = (a.im.add(c.im).mul(half), c.re.sub(a.re).mul(half));
         let (wr, wi) = (
@@ -546,6 +573,36 @@ unsafe fn spectra_in<V: Simd, const PAD: bool>(
         let xr = or.mul_add(wr, er).sub(oi.mul(wi));
         let xi = oi.mul_add(wr, or.mul_add(wi, ei));
         emit(k, xr, xi);
+    }
+}
+
+/// The frames transposed into lanes (`[sample][frame]`, even samples as the real and odd
+/// samples as the imaginary part), windowed, into `y`: `LANES x LANES` register blocks, the
+/// tail scalar.
+#[inline(always)]
+unsafe fn transpose_in<V: Simd>(plan: &LaneFft, frames: &[f32], stride: usize, y: Arr) {
+    let (l, n) = (V::LANES, plan.n);
+    let (src, win) = (frames.as_ptr(), plan.window.as_ptr());
+    let mut rows = [V::splat(0.0); 16];
+    let mut j0 = 0;
+    while j0 + l <= n {
+        for (f, row) in rows.iter_mut().enumerate().take(l) {
+            *row = V::load(src.add(f * stride + j0));
+        }
+        super::vector::transpose_regs::<V>(&mut rows);
+        for (t, row) in rows.iter().enumerate().take(l) {
+            let j = j0 + t;
+            let v = row.mul(V::splat(*win.add(j)));
+            let dst = if j % 2 == 0 { y.re } else { y.im };
+            v.store(dst.add(j / 2 * y.step));
+        }
+        j0 += l;
+    }
+    for j in j0..n {
+        let dst = if j % 2 == 0 { y.re } else { y.im };
+        for f in 0..l {
+            *dst.add(j / 2 * y.step + f) = *src.add(f * stride + j) * *win.add(j);
+        }
     }
 }
 
