@@ -45,6 +45,21 @@ struct Arr {
 }
 
 impl Arr {
+    /// Two contiguous arrays of `len` elements of `lanes` values (ping and pong, each real
+    /// then imaginary) laid out from `base`, [`SKEW`] values apart.
+    ///
+    /// # Safety
+    /// `base` holds `4 * (len * lanes + SKEW)` values.
+    #[inline(always)]
+    unsafe fn ping_pong(base: *mut f32, len: usize, lanes: usize) -> [Arr; 2] {
+        let at = |i: usize| base.add(i * (len * lanes + SKEW));
+        [0, 2].map(|i| Arr {
+            re: at(i),
+            im: at(i + 1),
+            step: lanes,
+        })
+    }
+
     /// Elements `start, start + every, ...` of this array.
     #[inline(always)]
     unsafe fn every(self, start: usize, every: usize) -> Arr {
@@ -477,20 +492,7 @@ pub(crate) unsafe fn spectra<V: Simd>(
     let l = V::LANES;
     debug_assert_eq!(plan.lanes, l);
     let m = plan.n / 2;
-    let big = s.big.as_mut_ptr();
-    let at = |i: usize| big.add(i * (m * l + SKEW));
-    let mut bufs = [
-        Arr {
-            re: at(0),
-            im: at(1),
-            step: l,
-        },
-        Arr {
-            re: at(2),
-            im: at(3),
-            step: l,
-        },
-    ];
+    let mut bufs = Arr::ping_pong(s.big.as_mut_ptr(), m, l);
     let mut passes = &plan.stages[..];
     match passes.first() {
         Some(first) if plan.breadth > 0 && l >= 2 && first.m.is_multiple_of(l / 2) => {
@@ -519,21 +521,7 @@ pub(crate) unsafe fn spectra<V: Simd>(
     }
     if let [first, middle @ .., last] = rest {
         let subs = first.s;
-        let sub_len = m / subs * l;
-        let loc = s.local.as_mut_ptr();
-        let at = |i: usize| loc.add(i * (sub_len + SKEW));
-        let mut locs = [
-            Arr {
-                re: at(0),
-                im: at(1),
-                step: l,
-            },
-            Arr {
-                re: at(2),
-                im: at(3),
-                step: l,
-            },
-        ];
+        let mut locs = Arr::ping_pong(s.local.as_mut_ptr(), m / subs, l);
         for q0 in 0..subs {
             let far = bufs[0].every(q0, subs);
             stage::<V>(first, first.s / subs, far, locs[0]);
