@@ -54,6 +54,33 @@ pub fn power_to_db_with(k: Kernels, values: &mut [f32], cfg: &DbConfig) {
     }
 }
 
+/// [`power_to_db_in_place`] of `src` into `dst` (as long as `src`): two reads of `src` (its
+/// maximum, when the reference or `top_db` needs it; then the dB values, clamped) and one
+/// write of `dst`, where copying and converting in place reads and writes the array four
+/// times. The same values: the clamp level is the dB value of the maximum through the same
+/// vector log.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn power_to_db_into(src: &[f32], dst: &mut [f32], cfg: &DbConfig) {
+    let k = Kernels::active();
+    let needs_max = cfg.reference == DbReference::Max || cfg.top_db.is_some();
+    let max = if needs_max { k.max(src) } else { 0.0 };
+    let ref_value = match cfg.reference {
+        DbReference::Value(v) => v.abs(),
+        DbReference::Max => max,
+    };
+    let offset = db_offset(ref_value, cfg.amin);
+    let lo = match cfg.top_db {
+        Some(top_db) => {
+            let mut top = [max];
+            k.log_scaled(&mut top, cfg.amin, DB_PER_LN, -offset) - top_db
+        }
+        None => f32::NEG_INFINITY,
+    };
+    k.log_scaled_into(src, dst, cfg.amin, DB_PER_LN, -offset, lo);
+}
+
 /// `10 / ln(10)`: decibels per natural-log unit of power.
 pub(crate) const DB_PER_LN: f32 = (10.0 / std::f64::consts::LN_10) as f32;
 
@@ -65,6 +92,39 @@ pub(crate) fn db_offset(ref_value: f32, amin: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn into_matches_in_place() {
+        let mut s = 7u32;
+        let src: Vec<f32> = (0..10_007)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                // Powers over 16 decades, so the top_db clamp bites.
+                10f32.powf((s >> 8) as f32 / (1u32 << 24) as f32 * 16.0 - 12.0)
+            })
+            .collect();
+        for cfg in [
+            DbConfig::default(),
+            DbConfig {
+                reference: DbReference::Max,
+                amin: 1e-10,
+                top_db: Some(80.0),
+            },
+            DbConfig {
+                reference: DbReference::Value(3.0),
+                amin: 1e-5,
+                top_db: None,
+            },
+        ] {
+            let mut want = src.clone();
+            power_to_db_in_place(&mut want, &cfg);
+            let mut got = vec![0.0; src.len()];
+            power_to_db_into(&src, &mut got, &cfg);
+            assert_eq!(got, want, "{cfg:?}");
+        }
+    }
 
     #[test]
     fn matches_librosa_definition() {

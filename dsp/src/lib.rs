@@ -27,7 +27,7 @@ pub mod memory;
 mod stft;
 mod window;
 
-pub use db::{power_to_db_in_place, power_to_db_with, DbConfig, DbReference};
+pub use db::{power_to_db_in_place, power_to_db_into, power_to_db_with, DbConfig, DbReference};
 pub use dct::DctPlan;
 pub use error::DspError;
 pub use fbank::{FbankConfig, FbankPlan, FbankScratch};

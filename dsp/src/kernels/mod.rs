@@ -315,6 +315,26 @@ impl Kernels {
         dispatch!(self, m => m::log_scaled(x, floor, scale, offset))
     }
 
+    /// `dst = max(scale * ln(max(src, floor)) + offset, lo)`, one pass from `src` into `dst`;
+    /// returns the largest result. The same values as [`Self::log_scaled`] then
+    /// [`Self::clamp_affine`] with `lo`.
+    ///
+    /// # Panics
+    /// If `floor` is not a positive normal `f32`, or the lengths differ.
+    pub fn log_scaled_into(
+        self,
+        src: &[f32],
+        dst: &mut [f32],
+        floor: f32,
+        scale: f32,
+        offset: f32,
+        lo: f32,
+    ) -> f32 {
+        assert!(floor.is_normal() && floor > 0.0, "log floor {floor}");
+        assert_eq!(src.len(), dst.len(), "log_scaled_into lengths");
+        dispatch!(self, m => m::log_scaled_into(src, dst, floor, scale, offset, lo))
+    }
+
     /// In place: `x = max(x, floor) * mul + add`.
     pub fn clamp_affine(self, x: &mut [f32], floor: f32, mul: f32, add: f32) {
         dispatch!(self, m => m::clamp_affine(x, floor, mul, add))

@@ -73,6 +73,23 @@ pub fn log_scaled(x: &mut [f32], floor: f32, scale: f32, offset: f32) -> f32 {
     m
 }
 
+/// `dst = max(scale * ln(max(src, floor)) + offset, lo)`, returning the largest result.
+pub fn log_scaled_into(
+    src: &[f32],
+    dst: &mut [f32],
+    floor: f32,
+    scale: f32,
+    offset: f32,
+    lo: f32,
+) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = (scale * s.max(floor).ln() + offset).max(lo);
+        m = m.max(*d);
+    }
+    m
+}
+
 /// `x = max(x, floor) * mul + add`.
 pub fn clamp_affine(x: &mut [f32], floor: f32, mul: f32, add: f32) {
     for v in x.iter_mut() {

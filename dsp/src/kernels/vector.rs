@@ -290,14 +290,54 @@ pub(crate) unsafe fn log_scaled<V: Simd>(
     scale: f32,
     offset: f32,
 ) -> f32 {
-    let (n, l) = (x.len(), V::LANES);
-    let (fl, sc, off) = (V::splat(floor), V::splat(scale), V::splat(offset));
-    let mut m = V::splat(f32::NEG_INFINITY);
     let p = x.as_mut_ptr();
+    log_scaled_raw::<V>(p, p, x.len(), floor, scale, offset, f32::NEG_INFINITY)
+}
+
+#[inline(always)]
+pub(crate) unsafe fn log_scaled_into<V: Simd>(
+    src: &[f32],
+    dst: &mut [f32],
+    floor: f32,
+    scale: f32,
+    offset: f32,
+    lo: f32,
+) -> f32 {
+    log_scaled_raw::<V>(
+        src.as_ptr(),
+        dst.as_mut_ptr(),
+        src.len(),
+        floor,
+        scale,
+        offset,
+        lo,
+    )
+}
+
+/// `dst[i] = max(scale * ln(max(src[i], floor)) + offset, lo)` for `i < n` (`src` may be
+/// `dst`); returns the largest result.
+#[inline(always)]
+unsafe fn log_scaled_raw<V: Simd>(
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    floor: f32,
+    scale: f32,
+    offset: f32,
+    lo: f32,
+) -> f32 {
+    let l = V::LANES;
+    let (fl, sc, off, lov) = (
+        V::splat(floor),
+        V::splat(scale),
+        V::splat(offset),
+        V::splat(lo),
+    );
+    let mut m = V::splat(f32::NEG_INFINITY);
     let mut i = 0;
     while i + l <= n {
-        let v = ln(V::load(p.add(i)).max(fl)).mul_add(sc, off);
-        v.store(p.add(i));
+        let v = ln(V::load(src.add(i)).max(fl)).mul_add(sc, off).max(lov);
+        v.store(dst.add(i));
         m = m.max(v);
         i += l;
     }
@@ -306,13 +346,15 @@ pub(crate) unsafe fn log_scaled<V: Simd>(
     let tail = n - i;
     if tail > 0 {
         let mut buf = [1.0f32; 64];
-        buf[..tail].copy_from_slice(&x[i..]);
+        std::ptr::copy_nonoverlapping(src.add(i), buf.as_mut_ptr(), tail);
         ln(V::load(buf.as_ptr()).max(fl))
             .mul_add(sc, off)
+            .max(lov)
             .store(buf.as_mut_ptr());
-        x[i..].copy_from_slice(&buf[..tail]);
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), dst.add(i), tail);
+        m = m.max(V::splat(scalar::max(&buf[..tail])));
     }
-    m.hmax().max(scalar::max(&x[i..]))
+    m.hmax()
 }
 
 #[inline(always)]
@@ -455,6 +497,19 @@ macro_rules! entry_points {
         #[target_feature(enable = $features)]
         pub unsafe fn log_scaled(x: &mut [f32], floor: f32, scale: f32, offset: f32) -> f32 {
             vector::log_scaled::<V>(x, floor, scale, offset)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features; `dst` is as long as `src`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn log_scaled_into(
+            src: &[f32],
+            dst: &mut [f32],
+            floor: f32,
+            scale: f32,
+            offset: f32,
+            lo: f32,
+        ) -> f32 {
+            vector::log_scaled_into::<V>(src, dst, floor, scale, offset, lo)
         }
         /// # Safety
         /// The CPU must support the module's target features.
