@@ -41,31 +41,31 @@ pub fn power_to_db_in_place(values: &mut [f32], cfg: &DbConfig) {
     power_to_db_with(Kernels::active(), values, cfg)
 }
 
-/// [`power_to_db_in_place`] with the given kernels.
+/// [`power_to_db_in_place`] with the given kernels: one read for the maximum (when the
+/// reference or `top_db` needs it), one read and write for the clamped dB values.
 pub fn power_to_db_with(k: Kernels, values: &mut [f32], cfg: &DbConfig) {
-    let ref_value = match cfg.reference {
-        DbReference::Value(v) => v.abs(),
-        DbReference::Max => k.max(values),
-    };
-    let offset = db_offset(ref_value, cfg.amin);
-    let max_db = k.log_scaled(values, cfg.amin, DB_PER_LN, -offset);
-    if let Some(top_db) = cfg.top_db {
-        k.clamp_affine(values, max_db - top_db, 1.0, 0.0);
-    }
+    let (offset, lo) = levels(k, values, cfg);
+    k.log_scaled_clamped(values, cfg.amin, DB_PER_LN, -offset, lo);
 }
 
-/// [`power_to_db_in_place`] of `src` into `dst` (as long as `src`): two reads of `src` (its
-/// maximum, when the reference or `top_db` needs it; then the dB values, clamped) and one
-/// write of `dst`, where copying and converting in place reads and writes the array four
-/// times. The same values: the clamp level is the dB value of the maximum through the same
-/// vector log.
+/// [`power_to_db_in_place`] of `src` into `dst` (as long as `src`): two reads of `src` and
+/// one write of `dst`, where copying and converting in place reads the array three times
+/// and writes it twice.
 ///
 /// # Panics
 /// If the lengths differ.
 pub fn power_to_db_into(src: &[f32], dst: &mut [f32], cfg: &DbConfig) {
     let k = Kernels::active();
+    let (offset, lo) = levels(k, src, cfg);
+    k.log_scaled_into(src, dst, cfg.amin, DB_PER_LN, -offset, lo);
+}
+
+/// The dB offset of the reference and the clamp level (`-inf` without `top_db`) for
+/// `values`: the clamp level is the dB value of the maximum through the same vector log as
+/// every value, so it equals the largest result's.
+fn levels(k: Kernels, values: &[f32], cfg: &DbConfig) -> (f32, f32) {
     let needs_max = cfg.reference == DbReference::Max || cfg.top_db.is_some();
-    let max = if needs_max { k.max(src) } else { 0.0 };
+    let max = if needs_max { k.max(values) } else { 0.0 };
     let ref_value = match cfg.reference {
         DbReference::Value(v) => v.abs(),
         DbReference::Max => max,
@@ -78,7 +78,7 @@ pub fn power_to_db_into(src: &[f32], dst: &mut [f32], cfg: &DbConfig) {
         }
         None => f32::NEG_INFINITY,
     };
-    k.log_scaled_into(src, dst, cfg.amin, DB_PER_LN, -offset, lo);
+    (offset, lo)
 }
 
 /// `10 / ln(10)`: decibels per natural-log unit of power.
@@ -94,7 +94,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn into_matches_in_place() {
+    fn one_pass_forms_match_the_definition() {
         let mut s = 7u32;
         let src: Vec<f32> = (0..10_007)
             .map(|_| {
@@ -118,11 +118,29 @@ mod tests {
                 top_db: None,
             },
         ] {
+            // The definition in three passes: dB values, their maximum, the clamp.
+            let k = Kernels::active();
+            let ref_value = match cfg.reference {
+                DbReference::Value(v) => v,
+                DbReference::Max => k.max(&src),
+            };
             let mut want = src.clone();
-            power_to_db_in_place(&mut want, &cfg);
-            let mut got = vec![0.0; src.len()];
-            power_to_db_into(&src, &mut got, &cfg);
-            assert_eq!(got, want, "{cfg:?}");
+            let max_db = k.log_scaled(
+                &mut want,
+                cfg.amin,
+                DB_PER_LN,
+                -db_offset(ref_value, cfg.amin),
+            );
+            if let Some(top_db) = cfg.top_db {
+                k.clamp_affine(&mut want, max_db - top_db, 1.0, 0.0);
+                assert!(want.contains(&(max_db - top_db)), "the clamp bites");
+            }
+            let mut in_place = src.clone();
+            power_to_db_in_place(&mut in_place, &cfg);
+            assert_eq!(in_place, want, "{cfg:?}");
+            let mut into = vec![0.0; src.len()];
+            power_to_db_into(&src, &mut into, &cfg);
+            assert_eq!(into, want, "{cfg:?}");
         }
     }
 

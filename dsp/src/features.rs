@@ -616,12 +616,16 @@ impl Finalizer {
             DbReference::Max => self.max_mel,
         };
         let offset = db_offset(ref_value, db.amin);
-        k.log_scaled(x, db.amin, DB_PER_LN, -offset);
-        if let Some(top_db) = db.top_db {
-            let mut m = [self.max_mel];
-            let max_db = k.log_scaled(&mut m, db.amin, DB_PER_LN, -offset);
-            k.clamp_affine(x, max_db - top_db, 1.0, 0.0);
-        }
+        // The clamp level first (the dB of the largest mel value, through the same vector
+        // log), so the array is read and written once.
+        let lo = match db.top_db {
+            Some(top_db) => {
+                let mut m = [self.max_mel];
+                k.log_scaled(&mut m, db.amin, DB_PER_LN, -offset) - top_db
+            }
+            None => f32::NEG_INFINITY,
+        };
+        k.log_scaled_clamped(x, db.amin, DB_PER_LN, -offset, lo);
     }
 
     /// Whether the deferred `feature` is elementwise in the pending mel (log-mel, Whisper),
@@ -649,6 +653,32 @@ impl Finalizer {
             let mut m = [self.max_mel];
             let max_log = k.log_scaled(&mut m, 1e-10, per_ln, 0.0);
             k.clamp_affine(values, max_log - 8.0, 0.25, 1.0);
+        }
+    }
+
+    /// [`Self::finish_band_major`] of a pending plane the caller gives up: log-mel and
+    /// Whisper are finished in it and it is returned; MFCC's dB values are computed in it and
+    /// the DCT goes into a new array (in huge pages). No copy of the plane.
+    ///
+    /// # Panics
+    /// As [`Self::finish_band_major`].
+    pub fn finish_band_major_owned(
+        &self,
+        feature: Feature,
+        mut pending: Vec<f32>,
+        cols: usize,
+    ) -> Vec<f32> {
+        assert!(self.is_deferred(feature), "{feature:?} is not deferred");
+        assert_eq!(pending.len(), self.pending_dim() * cols);
+        if self.is_elementwise(feature) {
+            self.finish_in_place(feature, &mut pending);
+            pending
+        } else {
+            let dct = self.plan.dct.as_ref().expect("mfcc has a DCT plan");
+            self.log_mel_in_place(&mut pending);
+            let mut out = crate::memory::zeroed(self.dim(feature) * cols);
+            dct.process_band_major(&pending, cols, &mut out);
+            out
         }
     }
 

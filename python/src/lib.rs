@@ -307,14 +307,11 @@ fn compute_one(plan: &Arc<FeaturePlan>, channels: &[&[f32]]) -> Computed {
     let fin = stream.finish(&mut sink)?;
     let (dim, frames) = (fin.dim(feature), fin.frames(feature) as usize);
     let mut planes = Vec::with_capacity(channels.len());
-    let mut scratch = Vec::new();
     for c in 0..channels.len() {
         if fin.is_deferred(feature) {
             // Mel frames that needed the whole signal (its maximum) to become final.
             let pending = sink.take(Slot::PendingMel, c, fin.pending_dim(), frames);
-            let mut out = vec![0.0; dim * frames];
-            fin.finish_band_major(feature, &pending, frames, &mut scratch, &mut out);
-            planes.push(out);
+            planes.push(fin.finish_band_major_owned(feature, pending, frames));
         } else {
             planes.push(sink.take(Slot::Output(feature), c, dim, frames));
         }

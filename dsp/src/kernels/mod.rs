@@ -312,7 +312,25 @@ impl Kernels {
     /// If `floor` is not a positive normal `f32`.
     pub fn log_scaled(self, x: &mut [f32], floor: f32, scale: f32, offset: f32) -> f32 {
         assert!(floor.is_normal() && floor > 0.0, "log floor {floor}");
-        dispatch!(self, m => m::log_scaled(x, floor, scale, offset))
+        self.log_scaled_clamped(x, floor, scale, offset, f32::NEG_INFINITY)
+    }
+
+    /// In place, one pass: `x = max(scale * ln(max(x, floor)) + offset, lo)`; returns the
+    /// largest result. The same values as [`Self::log_scaled`] then [`Self::clamp_affine`]
+    /// with `lo`.
+    ///
+    /// # Panics
+    /// If `floor` is not a positive normal `f32`.
+    pub fn log_scaled_clamped(
+        self,
+        x: &mut [f32],
+        floor: f32,
+        scale: f32,
+        offset: f32,
+        lo: f32,
+    ) -> f32 {
+        assert!(floor.is_normal() && floor > 0.0, "log floor {floor}");
+        dispatch!(self, m => m::log_scaled_clamped(x, floor, scale, offset, lo))
     }
 
     /// `dst = max(scale * ln(max(src, floor)) + offset, lo)`, one pass from `src` into `dst`;

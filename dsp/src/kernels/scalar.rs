@@ -63,11 +63,11 @@ pub fn weighted_sq_dev(w: &[f32], f: &[f32], c: f32) -> f32 {
         .sum()
 }
 
-/// `x = scale * ln(max(x, floor)) + offset`, returning the largest result.
-pub fn log_scaled(x: &mut [f32], floor: f32, scale: f32, offset: f32) -> f32 {
+/// `x = max(scale * ln(max(x, floor)) + offset, lo)`, returning the largest result.
+pub fn log_scaled_clamped(x: &mut [f32], floor: f32, scale: f32, offset: f32, lo: f32) -> f32 {
     let mut m = f32::NEG_INFINITY;
     for v in x.iter_mut() {
-        *v = scale * v.max(floor).ln() + offset;
+        *v = (scale * v.max(floor).ln() + offset).max(lo);
         m = m.max(*v);
     }
     m

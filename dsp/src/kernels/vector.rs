@@ -284,14 +284,15 @@ pub(crate) unsafe fn ln<V: Simd>(x: V) -> V {
 }
 
 #[inline(always)]
-pub(crate) unsafe fn log_scaled<V: Simd>(
+pub(crate) unsafe fn log_scaled_clamped<V: Simd>(
     x: &mut [f32],
     floor: f32,
     scale: f32,
     offset: f32,
+    lo: f32,
 ) -> f32 {
     let p = x.as_mut_ptr();
-    log_scaled_raw::<V>(p, p, x.len(), floor, scale, offset, f32::NEG_INFINITY)
+    log_scaled_raw::<V>(p, p, x.len(), floor, scale, offset, lo)
 }
 
 #[inline(always)]
@@ -495,8 +496,14 @@ macro_rules! entry_points {
         /// # Safety
         /// The CPU must support the module's target features.
         #[target_feature(enable = $features)]
-        pub unsafe fn log_scaled(x: &mut [f32], floor: f32, scale: f32, offset: f32) -> f32 {
-            vector::log_scaled::<V>(x, floor, scale, offset)
+        pub unsafe fn log_scaled_clamped(
+            x: &mut [f32],
+            floor: f32,
+            scale: f32,
+            offset: f32,
+            lo: f32,
+        ) -> f32 {
+            vector::log_scaled_clamped::<V>(x, floor, scale, offset, lo)
         }
         /// # Safety
         /// The CPU must support the module's target features; `dst` is as long as `src`.
