@@ -43,9 +43,10 @@ def _as_signal(y: Any, what: str = "y") -> np.ndarray:
     if y is None:
         raise ValueError(f"{what} is required (klio_edge computes from the signal, not from S=)")
     a = np.asarray(y)
-    if np.iscomplexobj(a):
+    kind = a.dtype.kind
+    if kind == "c":
         raise ValueError(f"{what} must be real audio, not {a.dtype}")
-    if not np.issubdtype(a.dtype, np.floating):
+    if kind != "f":
         raise ValueError(
             f"{what} must be floating-point audio (float32 or float64), not {a.dtype}"
         )
