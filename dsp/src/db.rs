@@ -62,7 +62,8 @@ pub fn power_to_db_into(src: &[f32], dst: &mut [f32], cfg: &DbConfig) {
 
 /// The dB offset of the reference and the clamp level (`-inf` without `top_db`) for
 /// `values`: the clamp level is the dB value of the maximum through the same vector log as
-/// every value, so it equals the largest result's.
+/// every value (the largest result's wherever that log is monotonic; at worst an ulp of a
+/// dB value off it).
 fn levels(k: Kernels, values: &[f32], cfg: &DbConfig) -> (f32, f32) {
     let needs_max = cfg.reference == DbReference::Max || cfg.top_db.is_some();
     let max = if needs_max { k.max(values) } else { 0.0 };

@@ -212,10 +212,22 @@ impl LaneFft {
 
     /// Buffers for this plan.
     pub fn make_scratch(&self) -> LaneScratch {
+        let (big, local) = self.scratch_sizes();
         LaneScratch {
-            big: Aligned::zeroed(4 * (self.n / 2 * self.lanes + SKEW)),
-            local: Aligned::zeroed(self.local),
+            big: Aligned::zeroed(big),
+            local: Aligned::zeroed(local),
         }
+    }
+
+    /// The values of a scratch's big arrays and local buffers for this plan.
+    fn scratch_sizes(&self) -> (usize, usize) {
+        (4 * (self.n / 2 * self.lanes + SKEW), self.local)
+    }
+
+    /// Whether `s` has this plan's sizes (the FFT writes through raw pointers sized by the
+    /// plan: a scratch made by a smaller plan must not reach it).
+    pub fn fits(&self, s: &LaneScratch) -> bool {
+        self.scratch_sizes() == (s.big.len(), s.local.len())
     }
 }
 

@@ -382,7 +382,8 @@ impl Kernels {
     /// `f` is `frames[f * stride..][..n]`.
     ///
     /// # Panics
-    /// If the plan is for other kernels, `frames` is too short, or an output does not hold
+    /// If the plan is for other kernels, `s` was made by another plan's
+    /// [`LaneFft::make_scratch`], `frames` is too short, or an output does not hold
     /// `n_bins * lanes` values.
     pub fn lane_spectra(
         self,
@@ -395,6 +396,7 @@ impl Kernels {
     ) {
         let l = plan.lanes();
         assert_eq!(self.lanes(), Some(l), "plan made for other kernels");
+        assert!(plan.fits(s), "scratch made by another lane FFT plan");
         assert!(frames.len() >= (l - 1) * stride + plan.n());
         let len = plan.n_bins() * l;
         assert!(power.as_ref().is_none_or(|p| p.len() == len));

@@ -190,6 +190,56 @@ fn log_matches_f64_over_many_decades() {
 }
 
 #[test]
+fn clamped_logs_match_the_log_then_the_clamp() {
+    let mut rng = Rng::new(11);
+    for k in all() {
+        for n in LENGTHS {
+            let x = rng.powers(n);
+            let mut want = x.clone();
+            k.log_scaled(&mut want, 1e-10, 4.3, -3.0);
+            // A level inside the values' range, so the clamp bites on some tails and not others.
+            let lo = 4.3 * 1e-2f32.ln();
+            let clamp = |v: f32| v.max(lo);
+            let want: Vec<f32> = want.into_iter().map(clamp).collect();
+            let want_max = want.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut in_place = x.clone();
+            let max = k.log_scaled_clamped(&mut in_place, 1e-10, 4.3, -3.0, lo);
+            assert_eq!(in_place, want, "{k:?} in place, n = {n}");
+            let mut into = vec![f32::NAN; n];
+            let max_into = k.log_scaled_into(&x, &mut into, 1e-10, 4.3, -3.0, lo);
+            assert_eq!(into, want, "{k:?} into, n = {n}");
+            if n > 0 {
+                assert_eq!((max, max_into), (want_max, want_max), "{k:?} max, n = {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_scratch_from_another_lane_plan_is_refused() {
+    for k in all() {
+        if k.lanes().is_none() {
+            continue;
+        }
+        let small = k.lane_fft(16, &[1.0; 16]).expect("a plan");
+        let big = k.lane_fft(2048, &[1.0; 2048]).expect("a plan");
+        let l = big.lanes();
+        let x = vec![0.0; l * 2048];
+        let mut power = vec![0.0; 1025 * l];
+        let mut wrong = small.make_scratch();
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            k.lane_spectra(&big, &x, 2048, &mut wrong, Some(&mut power), None)
+        }));
+        assert!(
+            refused.is_err(),
+            "{k:?}: a 16-point scratch reached the 2048-point FFT"
+        );
+        let mut right = big.make_scratch();
+        k.lane_spectra(&big, &x, 2048, &mut right, Some(&mut power), None);
+    }
+}
+
+#[test]
 fn isa_names_round_trip() {
     for i in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
         assert_eq!(Isa::from_name(i.name()), Some(i));
