@@ -75,6 +75,24 @@ impl DctPlan {
         self.k.dense_rows(&self.matrix, self.n_in, input, cols, out);
     }
 
+    /// Transforms one block of `w` frames held as `n_in` rows of `w` into the first `count`
+    /// columns of a band-major output whose rows are `out_stride` apart (see
+    /// [`Kernels::dense_block`]).
+    ///
+    /// # Panics
+    /// As [`Kernels::dense_block`].
+    pub fn process_block(
+        &self,
+        input: &[f32],
+        w: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        count: usize,
+    ) {
+        self.k
+            .dense_block(&self.matrix, self.n_in, input, w, out, out_stride, count);
+    }
+
     /// Transforms one frame.
     ///
     /// # Panics

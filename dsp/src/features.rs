@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::blocks::{MelBlocks, BLOCK};
 use crate::db::{db_offset, DbConfig, DbReference, DB_PER_LN};
 use crate::dct::DctPlan;
 use crate::descriptors;
@@ -679,6 +680,47 @@ impl Finalizer {
             let mut out = crate::memory::zeroed(self.dim(feature) * cols);
             dct.process_band_major(&pending, cols, &mut out);
             out
+        }
+    }
+
+    /// Turns the pending mel frames in `blocks` into the deferred `feature`, `dim` rows of
+    /// [`Self::frames`] (librosa's orientation) written into `out`: one block at a time, the
+    /// dB values computed in the block (in L1) and the DCT (MFCC) or the copy (log-mel,
+    /// Whisper) taken from it straight into the output's columns. `blocks` is left holding
+    /// dB values.
+    ///
+    /// # Panics
+    /// If `feature` is not deferred, `blocks` holds other than `n_mels` values per frame or
+    /// fewer frames than the feature has, or `out` is not `dim * frames` values.
+    pub fn finish_blocks(&self, feature: Feature, blocks: &mut MelBlocks, out: &mut [f32]) {
+        assert!(self.is_deferred(feature), "{feature:?} is not deferred");
+        assert_eq!(blocks.dim(), self.pending_dim());
+        let cols = self.frames(feature) as usize;
+        assert!(
+            blocks.frames() >= cols,
+            "fewer pending frames than the feature has"
+        );
+        let dim = self.dim(feature);
+        assert_eq!(out.len(), dim * cols);
+        for b in 0..blocks.blocks() {
+            let t = b * BLOCK;
+            let (x, stored) = blocks.block_mut(b);
+            let count = stored.min(cols.saturating_sub(t));
+            if count == 0 {
+                break;
+            }
+            // Lanes past `count` of the last block hold whatever the buffer held: finished
+            // like the others (a log of anything is harmless) and never copied out.
+            if self.is_elementwise(feature) {
+                self.finish_in_place(feature, x);
+                for (d, row) in x.chunks_exact(BLOCK).enumerate() {
+                    out[d * cols + t..][..count].copy_from_slice(&row[..count]);
+                }
+            } else {
+                let dct = self.plan.dct.as_ref().expect("mfcc has a DCT plan");
+                self.log_mel_in_place(x);
+                dct.process_block(x, BLOCK, &mut out[t..], cols, count);
+            }
         }
     }
 
@@ -1400,6 +1442,67 @@ mod tests {
             s.finish(&mut sink),
             Err(DspError::TooShort { samples: 0, .. })
         ));
+    }
+
+    /// Finishing pending frames a block at a time (in a recycled buffer full of garbage) gives
+    /// what the stream's own finish gives, for every deferred feature, on the lane path and
+    /// the per-frame path, with a partial last block.
+    #[test]
+    fn finished_blocks_equal_the_streams_own_finish() {
+        struct Blocks(Vec<MelBlocks>);
+        impl FrameSink for Blocks {
+            fn frame(&mut self, slot: Slot, c: usize, values: &[f32]) {
+                if slot == Slot::PendingMel {
+                    self.0[c].push_frame(values);
+                }
+            }
+            fn tile(&mut self, slot: Slot, c: usize, tile: Tile<'_>) {
+                if slot == Slot::PendingMel {
+                    self.0[c].push_tile(&tile);
+                }
+            }
+        }
+        for feature in [Feature::Mfcc, Feature::LogMel, Feature::WhisperLogMel] {
+            let mut cfg = FeatureConfig::librosa_defaults(16000.0);
+            cfg.features = vec![feature];
+            cfg.stft.n_fft = 400;
+            cfg.stft.win_length = 400;
+            cfg.stft.hop_length = 160;
+            cfg.n_mels = 40;
+            cfg.db.reference = crate::DbReference::Max;
+            let lanes = Arc::new(FeaturePlan::new(&cfg).unwrap());
+            let frames = Arc::new(FeaturePlan::new(&cfg).unwrap().frame_by_frame());
+            for plan in [lanes, frames] {
+                for len in [400, 2000, 16007] {
+                    let x = signal(len);
+                    let y: Vec<f32> = x.iter().map(|v| v * 0.5 - 0.01).collect();
+                    let want = &plan.compute(&[&x, &y]).unwrap()[0];
+                    let n = plan.cfg.stft.n_frames(len as u64) as usize;
+                    let garbage = vec![f32::NAN; MelBlocks::values_for(40, n)];
+                    let mut sink = Blocks(vec![
+                        MelBlocks::with_buffer(40, n, garbage.clone()),
+                        MelBlocks::with_buffer(40, n, garbage),
+                    ]);
+                    let mut stream = FeatureStream::new(Arc::clone(&plan), 2);
+                    stream.push(&[&x, &y], &mut sink).unwrap();
+                    let fin = stream.finish(&mut sink).unwrap();
+                    let (dim, cols) = (fin.dim(feature), fin.frames(feature) as usize);
+                    for (c, blocks) in sink.0.iter_mut().enumerate() {
+                        let mut out = vec![f32::NAN; dim * cols];
+                        fin.finish_blocks(feature, blocks, &mut out);
+                        for t in 0..cols {
+                            for d in 0..dim {
+                                let (a, b) = (out[d * cols + t], want.channels[c][t * dim + d]);
+                                assert!(
+                                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                                    "{feature:?} len {len} channel {c} ({d}, {t}): {a} vs {b}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! Numerics follow librosa 0.11 (`stft`, `filters.mel`, `power_to_db`, `feature.mfcc`); the
 //! parity tests state the tolerances.
 
+mod blocks;
 mod db;
 mod dct;
 mod descriptors;
@@ -27,6 +28,7 @@ pub mod memory;
 mod stft;
 mod window;
 
+pub use blocks::{MelBlocks, BLOCK};
 pub use db::{power_to_db_in_place, power_to_db_into, power_to_db_with, DbConfig, DbReference};
 pub use dct::DctPlan;
 pub use error::DspError;

@@ -325,17 +325,52 @@ impl Framer {
         mut on_group: impl FnMut(&[f32], usize),
     ) {
         debug_assert!(!self.finished, "push after finish");
+        let group = group.max(1);
         self.n_in += samples.len() as u64;
-        if self.left_done {
-            self.buf.extend_from_slice(samples);
-        } else {
+        if !self.left_done {
             self.head.extend_from_slice(samples);
             let pad = self.pad();
             if self.head.len() > pad {
                 self.emit_left_pad();
             }
+            self.emit_ready(group, false, &mut on_group);
+            return;
         }
-        self.emit_ready(group.max(1), false, &mut on_group);
+        // Groups that start in what is buffered need at most `n_fft + group * hop` samples of
+        // the block; those go into the buffer, and the groups after them are read from the
+        // block itself (no copy of the signal: a memmove of every sample cost as much as the
+        // mel bands at 44.1 kHz).
+        let prefix = (self.n_fft + group * self.hop).min(samples.len());
+        self.buf.extend_from_slice(&samples[..prefix]);
+        if prefix == samples.len() {
+            self.emit_ready(group, false, &mut on_group);
+            return;
+        }
+        let block_start = self.buf_start + (self.buf.len() - prefix) as u64;
+        let (hop, n_fft) = (self.hop, self.n_fft);
+        // Every group starting before the block is complete within the prefix.
+        emit_groups(
+            (&self.buf, self.buf_start),
+            (hop, n_fft, group, false),
+            Some(block_start),
+            &mut self.next_frame,
+            &mut on_group,
+        );
+        emit_groups(
+            (samples, block_start),
+            (hop, n_fft, group, false),
+            None,
+            &mut self.next_frame,
+            &mut on_group,
+        );
+        // Keep what the next frame needs, and `pad + 1` trailing samples for reflect padding
+        // (`samples.len() > prefix >= n_fft > pad`, so both lie in the block).
+        let end = block_start + samples.len() as u64;
+        let keep_from = (self.next_frame * hop as u64).min(end - (self.pad() as u64 + 1));
+        self.buf.clear();
+        self.buf
+            .extend_from_slice(&samples[(keep_from - block_start) as usize..]);
+        self.buf_start = keep_from;
     }
 
     fn emit_left_pad(&mut self) {
@@ -357,23 +392,13 @@ impl Framer {
     /// Emits groups of `group` complete frames; at the end of the signal (`last`) also the
     /// remaining, shorter group.
     fn emit_ready(&mut self, group: usize, last: bool, on_group: &mut impl FnMut(&[f32], usize)) {
-        let (hop, n_fft) = (self.hop as u64, self.n_fft as u64);
-        let buffered_end = self.buf_start + self.buf.len() as u64;
-        loop {
-            let start = self.next_frame * hop;
-            if start + n_fft > buffered_end {
-                break;
-            }
-            let ready = 1 + (buffered_end - start - n_fft) / hop;
-            let count = ready.min(group as u64);
-            if count < group as u64 && !last {
-                break;
-            }
-            let off = (start - self.buf_start) as usize;
-            let len = ((count - 1) * hop + n_fft) as usize;
-            on_group(&self.buf[off..off + len], count as usize);
-            self.next_frame += count;
-        }
+        emit_groups(
+            (&self.buf, self.buf_start),
+            (self.hop, self.n_fft, group, last),
+            None,
+            &mut self.next_frame,
+            on_group,
+        );
         // Keep what the next frame needs, and `pad + 1` trailing samples for reflect padding.
         let keep_from = (self.next_frame * self.hop as u64)
             .min((self.buf_start + self.buf.len() as u64).saturating_sub(self.pad() as u64 + 1));
@@ -441,6 +466,36 @@ impl Framer {
     }
 }
 
+/// Emits the groups of frames that lie whole in `src` (the padded signal from position
+/// `src_start`), from frame `next` on, as long as a group's first frame starts before
+/// `before` (when given). `shape` is `(hop, n_fft, group, last)`: only full groups unless
+/// `last`.
+fn emit_groups(
+    (src, src_start): (&[f32], u64),
+    (hop, n_fft, group, last): (usize, usize, usize, bool),
+    before: Option<u64>,
+    next: &mut u64,
+    on_group: &mut impl FnMut(&[f32], usize),
+) {
+    let (hop, n_fft, group) = (hop as u64, n_fft as u64, group as u64);
+    let end = src_start + src.len() as u64;
+    loop {
+        let start = *next * hop;
+        if start + n_fft > end || before.is_some_and(|b| start >= b) {
+            break;
+        }
+        let ready = 1 + (end - start - n_fft) / hop;
+        let count = ready.min(group);
+        if count < group && !last {
+            break;
+        }
+        let off = (start - src_start) as usize;
+        let len = ((count - 1) * hop + n_fft) as usize;
+        on_group(&src[off..off + len], count as usize);
+        *next += count;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,13 +531,13 @@ mod tests {
 
     #[test]
     fn streamed_frames_equal_whole_signal_frames_for_any_block_size() {
-        let x: Vec<f32> = (0..5000)
+        let x: Vec<f32> = (0..50_000)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
             .collect();
         for &(n_fft, hop) in &[(16usize, 4usize), (400, 160), (64, 100), (2048, 512)] {
             for &center in &[true, false] {
                 for &pad_mode in &[PadMode::Constant, PadMode::Reflect, PadMode::Edge] {
-                    for &len in &[1usize, 3, 9, 40, 401, 5000] {
+                    for &len in &[1usize, 3, 9, 40, 401, 5000, 50_000] {
                         let cfg = StftConfig {
                             n_fft,
                             hop_length: hop,
@@ -492,15 +547,32 @@ mod tests {
                             ..StftConfig::default()
                         };
                         let want = whole_signal_frames(&cfg, &x[..len]);
-                        for &block in &[1usize, 7, 333, 10_000] {
-                            let mut f = Framer::new(&cfg);
-                            let mut got = Vec::new();
-                            for chunk in x[..len].chunks(block) {
-                                f.push(chunk, |fr| got.push(fr.to_vec()));
+                        for &block in &[1usize, 7, 333, 10_000, 65_536] {
+                            if len == 50_000 && block < 333 {
+                                continue;
                             }
-                            let n = f.finish(|fr| got.push(fr.to_vec()));
-                            assert_eq!(n as usize, want.len());
-                            assert_eq!(got, want, "n_fft {n_fft} hop {hop} center {center} {pad_mode:?} len {len} block {block}");
+                            // Groups of 1 (the per-frame path) and of lanes, as the lane FFT
+                            // takes them: blocks longer than `n_fft + group * hop` are read
+                            // in place, shorter ones through the buffer.
+                            for group in [1usize, 4, 16] {
+                                let mut f = Framer::new(&cfg);
+                                let mut got = Vec::new();
+                                let mut take = |s: &[f32], count: usize| {
+                                    for t in 0..count {
+                                        got.push(s[t * hop..][..n_fft].to_vec());
+                                    }
+                                };
+                                for chunk in x[..len].chunks(block) {
+                                    f.push_groups(chunk, group, &mut take);
+                                }
+                                let n = f.finish_groups(group, &mut take);
+                                assert_eq!(n as usize, want.len());
+                                assert!(
+                                    got == want,
+                                    "n_fft {n_fft} hop {hop} center {center} {pad_mode:?} \
+                                     len {len} block {block} group {group}"
+                                );
+                            }
                         }
                     }
                 }

@@ -286,6 +286,39 @@ impl Kernels {
         dispatch!(self, k => k::dense_rows(m, n_in, x, cols, out))
     }
 
+    /// [`Self::dense_rows`] for one block of frames held as `n_in` rows of `w` (`w` a multiple
+    /// of 16, so of every ISA's lanes), into the first `count` columns of a band-major output
+    /// whose rows are `out_stride` apart: `out[o * out_stride + t] = sum_i m[o * n_in + i] *
+    /// x[i * w + t]` for `t < count`. Nothing else of `out` is written.
+    ///
+    /// # Panics
+    /// If `m` is not a whole number of rows of `n_in`, `x` is not `n_in * w` values, `w` is
+    /// not a multiple of 16, `count > w`, `count > out_stride`, or `out` is too short.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense_block(
+        self,
+        m: &[f32],
+        n_in: usize,
+        x: &[f32],
+        w: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        count: usize,
+    ) {
+        assert!(n_in > 0 && m.len().is_multiple_of(n_in));
+        assert!(w.is_multiple_of(16) && count <= w && count <= out_stride);
+        assert_eq!(x.len(), n_in * w);
+        let n_out = m.len() / n_in;
+        if n_out == 0 || count == 0 {
+            return;
+        }
+        assert!(
+            out.len() >= (n_out - 1) * out_stride + count,
+            "output too short"
+        );
+        dispatch!(self, k => k::dense_block(m, n_in, x, w, out, out_stride, count))
+    }
+
     /// Whether every value of `x` is finite (no NaN, no infinity).
     pub fn all_finite(self, x: &[f32]) -> bool {
         dispatch!(self, m => m::all_finite(x))

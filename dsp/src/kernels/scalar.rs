@@ -112,6 +112,27 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
+/// `out[o * out_stride + t] = sum_i m[o * n_in + i] * x[i * w + t]` for `t < count`.
+pub fn dense_block(
+    m: &[f32],
+    n_in: usize,
+    x: &[f32],
+    w: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    count: usize,
+) {
+    for (o, row) in m.chunks_exact(n_in).enumerate() {
+        let dst = &mut out[o * out_stride..][..count];
+        dst.fill(0.0);
+        for (i, &wi) in row.iter().enumerate() {
+            for (d, v) in dst.iter_mut().zip(&x[i * w..][..count]) {
+                *d = wi.mul_add(*v, *d);
+            }
+        }
+    }
+}
+
 /// `out[o * cols + t] = sum_i m[o * n_in + i] * x[i * cols + t]`.
 pub fn dense_rows(m: &[f32], n_in: usize, x: &[f32], cols: usize, out: &mut [f32]) {
     for (o, w) in m.chunks_exact(n_in).enumerate() {

@@ -442,3 +442,39 @@ fn dense_rows_match_f64() {
         }
     }
 }
+
+#[test]
+fn dense_blocks_match_f64_and_write_only_their_columns() {
+    let mut rng = Rng::new(17);
+    for k in all() {
+        for (n_in, n_out) in [(1, 1), (40, 13), (128, 20), (80, 40)] {
+            for w in [16, 32] {
+                for count in [1, 5, 8, 15, 16, w] {
+                    let m = rng.vec(n_in * n_out);
+                    let x = rng.vec(n_in * w);
+                    // The block lands at column 3 of rows 37 apart.
+                    let (stride, at) = (37, 3);
+                    let mut out = vec![f32::NAN; n_out * stride];
+                    k.dense_block(&m, n_in, &x, w, &mut out[at..], stride, count);
+                    for o in 0..n_out {
+                        for c in 0..stride {
+                            let got = out[o * stride + c];
+                            if c < at || c >= at + count {
+                                assert!(got.is_nan(), "{k:?} wrote ({o}, {c}) outside its block");
+                                continue;
+                            }
+                            let t = c - at;
+                            let want: f64 = (0..n_in)
+                                .map(|i| m[o * n_in + i] as f64 * x[i * w + t] as f64)
+                                .sum();
+                            assert!(
+                                close(got, want, 1e-5, 1e-5),
+                                "{k:?} {n_out}x{n_in} w {w} count {count} at ({o}, {t})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

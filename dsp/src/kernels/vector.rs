@@ -219,6 +219,78 @@ pub(crate) unsafe fn dense_rows<V: Simd>(
     }
 }
 
+/// `out[o * out_stride + t] = sum_i m[o * n_in + i] * x[i * w + t]` for `t < count`: one
+/// block of `w` frames stored as `n_in` rows of `w` (in L1), into `count` columns of a
+/// band-major output. Outputs in groups of 8 (eight independent FMA chains sharing each load
+/// of `x`), then 4, then 1.
+#[inline(always)]
+pub(crate) unsafe fn dense_block<V: Simd>(
+    m: &[f32],
+    n_in: usize,
+    x: &[f32],
+    w: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    count: usize,
+) {
+    let l = V::LANES;
+    let n_out = m.len() / n_in.max(1);
+    let (mp, xp, op) = (m.as_ptr(), x.as_ptr(), out.as_mut_ptr());
+    let mut c = 0;
+    while c < count {
+        let n = (count - c).min(l);
+        let block = (mp, n_in, xp.add(c), w, op.add(c), out_stride, n);
+        let mut o = 0;
+        while o + 8 <= n_out {
+            dense_group::<V, 8>(block, o);
+            o += 8;
+        }
+        if o + 4 <= n_out {
+            dense_group::<V, 4>(block, o);
+            o += 4;
+        }
+        while o < n_out {
+            dense_group::<V, 1>(block, o);
+            o += 1;
+        }
+        c += l;
+    }
+}
+
+/// Outputs `o..o + G` of one vector column of [`dense_block`]: `(m, n_in, x, w, out,
+/// out_stride, n)` with `x` and `out` at the column, `n` of its lanes stored.
+#[inline(always)]
+unsafe fn dense_group<V: Simd, const G: usize>(
+    (mp, n_in, xp, w, op, out_stride, n): (
+        *const f32,
+        usize,
+        *const f32,
+        usize,
+        *mut f32,
+        usize,
+        usize,
+    ),
+    o: usize,
+) {
+    let mut acc = [V::splat(0.0); G];
+    for i in 0..n_in {
+        let xv = V::load(xp.add(i * w));
+        for (g, a) in acc.iter_mut().enumerate() {
+            *a = V::splat(*mp.add((o + g) * n_in + i)).mul_add(xv, *a);
+        }
+    }
+    for (g, a) in acc.iter().enumerate() {
+        let dst = op.add((o + g) * out_stride);
+        if n == V::LANES {
+            a.store(dst);
+        } else {
+            let mut tmp = [0.0f32; 16];
+            a.store(tmp.as_mut_ptr());
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, n);
+        }
+    }
+}
+
 /// `x - x` is 0 for finite lanes and NaN otherwise; NaN survives every sum (four
 /// accumulators, so the adds overlap).
 #[inline(always)]
@@ -569,6 +641,21 @@ macro_rules! entry_points {
         #[target_feature(enable = $features)]
         pub unsafe fn dense_rows(m: &[f32], n_in: usize, x: &[f32], cols: usize, out: &mut [f32]) {
             vector::dense_rows::<V>(m, n_in, x, cols, out)
+        }
+        /// # Safety
+        /// The CPU must support the module's target features; sizes as
+        /// [`super::Kernels::dense_block`] checks.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dense_block(
+            m: &[f32],
+            n_in: usize,
+            x: &[f32],
+            w: usize,
+            out: &mut [f32],
+            out_stride: usize,
+            count: usize,
+        ) {
+            vector::dense_block::<V>(m, n_in, x, w, out, out_stride, count)
         }
         /// Lanes of this ISA's register.
         pub const LANES: usize = <V as vector::Simd>::LANES;
