@@ -167,8 +167,8 @@ pub(crate) unsafe fn max<V: Simd>(x: &[f32]) -> f32 {
 }
 
 /// `out[o * cols + t] = sum_i m[o * n_in + i] * x[i * cols + t]`: a small dense matrix
-/// times band-major columns, each weight broadcast over `4 * LANES` columns at a time (the
-/// DCT of a mel tile or chunk).
+/// times band-major columns (the DCT of a mel chunk), a vector of columns at a time through
+/// [`dense_block`].
 #[inline(always)]
 pub(crate) unsafe fn dense_rows<V: Simd>(
     m: &[f32],
@@ -177,39 +177,12 @@ pub(crate) unsafe fn dense_rows<V: Simd>(
     cols: usize,
     out: &mut [f32],
 ) {
-    let l = V::LANES;
-    let n_out = m.len() / n_in.max(1);
+    // Whole vectors of columns as blocks whose row stride is `cols`; the rest one by one.
+    let full = cols / V::LANES * V::LANES;
+    dense_block::<V>(m, n_in, x, cols, out, cols, full);
     let (mp, xp, op) = (m.as_ptr(), x.as_ptr(), out.as_mut_ptr());
-    let mut t = 0;
-    while t + 4 * l <= cols {
-        for o in 0..n_out {
-            let mut acc = [V::splat(0.0); 4];
-            for i in 0..n_in {
-                let w = V::splat(*mp.add(o * n_in + i));
-                let row = xp.add(i * cols + t);
-                for (k, a) in acc.iter_mut().enumerate() {
-                    *a = w.mul_add(V::load(row.add(k * l)), *a);
-                }
-            }
-            for (k, a) in acc.iter().enumerate() {
-                a.store(op.add(o * cols + t + k * l));
-            }
-        }
-        t += 4 * l;
-    }
-    while t + l <= cols {
-        for o in 0..n_out {
-            let mut acc = V::splat(0.0);
-            for i in 0..n_in {
-                let w = V::splat(*mp.add(o * n_in + i));
-                acc = w.mul_add(V::load(xp.add(i * cols + t)), acc);
-            }
-            acc.store(op.add(o * cols + t));
-        }
-        t += l;
-    }
-    for t in t..cols {
-        for o in 0..n_out {
+    for t in full..cols {
+        for o in 0..m.len() / n_in.max(1) {
             let mut acc = 0.0f32;
             for i in 0..n_in {
                 acc = (*mp.add(o * n_in + i)).mul_add(*xp.add(i * cols + t), acc);
