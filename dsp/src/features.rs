@@ -687,7 +687,7 @@ impl Finalizer {
     /// [`Self::frames`] (librosa's orientation) written into `out`: one block at a time, the
     /// dB values computed in the block (in L1) and the DCT (MFCC) or the copy (log-mel,
     /// Whisper) taken from it straight into the output's columns. `blocks` is left holding
-    /// dB values.
+    /// dB values (MFCC) or the finished values.
     ///
     /// # Panics
     /// If `feature` is not deferred, `blocks` holds other than `n_mels` values per frame or
@@ -1473,7 +1473,9 @@ mod tests {
             let lanes = Arc::new(FeaturePlan::new(&cfg).unwrap());
             let frames = Arc::new(FeaturePlan::new(&cfg).unwrap().frame_by_frame());
             for plan in [lanes, frames] {
-                for len in [400, 2000, 16007] {
+                // 3, 13, 16 and 17 frames (a full last block; Whisper's dropped frame alone
+                // in the last block), and 101.
+                for len in [400, 2000, 2400, 2560, 16007] {
                     let x = signal(len);
                     let y: Vec<f32> = x.iter().map(|v| v * 0.5 - 0.01).collect();
                     let want = &plan.compute(&[&x, &y]).unwrap()[0];

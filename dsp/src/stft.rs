@@ -468,8 +468,7 @@ impl Framer {
 
 /// Emits the groups of frames that lie whole in `src` (the padded signal from position
 /// `src_start`), from frame `next` on, as long as a group's first frame starts before
-/// `before` (when given). `shape` is `(hop, n_fft, group, last)`: only full groups unless
-/// `last`.
+/// `before` (when given); only full groups of `group` frames unless `last`.
 fn emit_groups(
     (src, src_start): (&[f32], u64),
     (hop, n_fft, group, last): (usize, usize, usize, bool),
@@ -522,6 +521,29 @@ mod tests {
             .collect()
     }
 
+    /// The frames a framer emits for `blocks` pushed in turn, `group` at a time (each group's
+    /// length checked), and the count `finish_groups` returns.
+    fn grouped_frames<'a>(
+        cfg: &StftConfig,
+        blocks: impl Iterator<Item = &'a [f32]>,
+        group: usize,
+    ) -> (u64, Vec<Vec<f32>>) {
+        let (hop, n_fft) = (cfg.hop_length, cfg.n_fft);
+        let mut f = Framer::new(cfg);
+        let mut got = Vec::new();
+        let mut take = |s: &[f32], count: usize| {
+            assert_eq!(s.len(), (count - 1) * hop + n_fft);
+            for t in 0..count {
+                got.push(s[t * hop..][..n_fft].to_vec());
+            }
+        };
+        for block in blocks {
+            f.push_groups(block, group, &mut take);
+        }
+        let n = f.finish_groups(group, &mut take);
+        (n, got)
+    }
+
     #[test]
     fn reflect_matches_numpy() {
         // np.pad([0,1,2,3], 5, mode='reflect') -> [1 2 3 2 1 | 0 1 2 3 | 2 1 0 1 2]
@@ -555,17 +577,7 @@ mod tests {
                             // takes them: blocks longer than `n_fft + group * hop` are read
                             // in place, shorter ones through the buffer.
                             for group in [1usize, 4, 16] {
-                                let mut f = Framer::new(&cfg);
-                                let mut got = Vec::new();
-                                let mut take = |s: &[f32], count: usize| {
-                                    for t in 0..count {
-                                        got.push(s[t * hop..][..n_fft].to_vec());
-                                    }
-                                };
-                                for chunk in x[..len].chunks(block) {
-                                    f.push_groups(chunk, group, &mut take);
-                                }
-                                let n = f.finish_groups(group, &mut take);
+                                let (n, got) = grouped_frames(&cfg, x[..len].chunks(block), group);
                                 assert_eq!(n as usize, want.len());
                                 assert!(
                                     got == want,
@@ -575,6 +587,43 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Long and tiny blocks in one stream: the framer switches between reading the block in
+    /// place and buffering it, and the frames stay those of the whole signal.
+    #[test]
+    fn mixed_block_sizes_give_the_whole_signals_frames() {
+        let x: Vec<f32> = (0..100_000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+            .collect();
+        let sizes = [20_000usize, 1, 7, 12_345, 3, 2_000, 65_536];
+        for &(n_fft, hop) in &[(400usize, 160usize), (2048, 512), (64, 100)] {
+            for center in [true, false] {
+                let cfg = StftConfig {
+                    n_fft,
+                    hop_length: hop,
+                    win_length: n_fft,
+                    center,
+                    pad_mode: PadMode::Reflect,
+                    ..StftConfig::default()
+                };
+                let want = whole_signal_frames(&cfg, &x);
+                for group in [1usize, 16] {
+                    let mut blocks = Vec::new();
+                    let (mut at, mut i) = (0, 0);
+                    while at < x.len() {
+                        let end = (at + sizes[i % sizes.len()]).min(x.len());
+                        blocks.push(&x[at..end]);
+                        (at, i) = (end, i + 1);
+                    }
+                    let (_, got) = grouped_frames(&cfg, blocks.into_iter(), group);
+                    assert!(
+                        got == want,
+                        "n_fft {n_fft} hop {hop} center {center} group {group}"
+                    );
                 }
             }
         }

@@ -187,11 +187,16 @@ static SPARE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 /// The most memory [`SPARE`] keeps between calls.
 const SPARE_BYTES: usize = 256 << 20;
 
-/// The smallest spare buffer of at least `len` values, or an empty one.
+/// The smallest spare buffer of at least `len` values (and not many times more, so a short
+/// signal leaves an hour's buffer to the call that needs it), or an empty one.
 fn spare_take(len: usize) -> Vec<f32> {
+    if len == 0 {
+        return Vec::new();
+    }
+    let most = len.saturating_mul(4).max(1 << 18);
     let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
     let best = (0..spare.len())
-        .filter(|&i| spare[i].len() >= len)
+        .filter(|&i| (len..=most).contains(&spare[i].len()))
         .min_by_key(|&i| spare[i].len());
     best.map_or_else(Vec::new, |i| spare.swap_remove(i))
 }
@@ -331,7 +336,6 @@ const PUSH_BLOCK: usize = 1 << 16;
 
 fn compute_one(plan: &Arc<FeaturePlan>, channels: &[&[f32]]) -> Computed {
     let feature = plan.config().features[0];
-    let mut stream = FeatureStream::new(Arc::clone(plan), channels.len());
     let samples = channels.first().map_or(0, |c| c.len() as u64);
     let cap = plan.config().stft.n_frames(samples) as usize;
     let blocks = if feature == Feature::Mfcc && plan.is_deferred(feature) {
@@ -348,17 +352,34 @@ fn compute_one(plan: &Arc<FeaturePlan>, channels: &[&[f32]]) -> Computed {
         cap,
         blocks,
     };
+    let computed = run(plan, channels, feature, &mut sink);
+    // The block buffers go back whatever happened (a bad signal must not drain the spares).
+    for blocks in sink.blocks {
+        spare_give(blocks.into_buffer());
+    }
+    computed
+}
+
+/// [`compute_one`]'s stream: the signal through `plan` into `sink`, then each channel's
+/// plane finished.
+fn run(
+    plan: &Arc<FeaturePlan>,
+    channels: &[&[f32]],
+    feature: Feature,
+    sink: &mut BandMajor,
+) -> Computed {
+    let mut stream = FeatureStream::new(Arc::clone(plan), channels.len());
+    let samples = channels.first().map_or(0, |c| c.len());
     // In blocks, as the decoder feeds the binary: the stream's framing buffer stays in cache
     // (pushed whole, an hour was copied into it at once, page faults and all).
-    let samples = samples as usize;
     let mut at = 0;
     while at < samples {
         let end = (at + PUSH_BLOCK).min(samples);
         let block: Vec<&[f32]> = channels.iter().map(|c| &c[at..end]).collect();
-        stream.push(&block, &mut sink)?;
+        stream.push(&block, sink)?;
         at = end;
     }
-    let fin = stream.finish(&mut sink)?;
+    let fin = stream.finish(sink)?;
     let (dim, frames) = (fin.dim(feature), fin.frames(feature) as usize);
     let mut planes = Vec::with_capacity(channels.len());
     for c in 0..channels.len() {
@@ -373,9 +394,6 @@ fn compute_one(plan: &Arc<FeaturePlan>, channels: &[&[f32]]) -> Computed {
         } else {
             planes.push(sink.take(Slot::Output(feature), c, dim, frames));
         }
-    }
-    for blocks in sink.blocks {
-        spare_give(blocks.into_buffer());
     }
     let out = if planes.len() == 1 {
         planes.pop().unwrap_or_default()

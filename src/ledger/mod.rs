@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod report;
+pub mod witness;
 pub use report::{ItemFacts, RunTimes};
 
 pub use crate::item::InputFacts;
@@ -85,9 +86,11 @@ pub struct Claim {
 /// What [`Ledger::recover_running`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// Items that were alone in flight when the run stopped: charged the attempt.
+    /// Items charged the attempt: alone in flight when the process crashed, or at every
+    /// [`LONE_STOPS_PER_ATTEMPT`]th stop from outside that found them alone.
     pub charged: usize,
-    /// Items that were in flight beside others: the attempt is refunded.
+    /// Items whose attempt is refunded: in flight beside others, or alone at a stop from
+    /// outside that is not charged.
     pub refunded: usize,
 }
 
@@ -97,7 +100,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_retried.sql")),
     (4, include_str!("migrations/0004_claimed_alone.sql")),
     (5, include_str!("migrations/0005_history_run.sql")),
+    (6, include_str!("migrations/0006_lone_stops.sql")),
 ];
+
+/// Stops from outside (no crash witnessed) that find an item alone in flight per attempt
+/// charged: see [`Ledger::recover_running`].
+pub const LONE_STOPS_PER_ATTEMPT: i64 = 3;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -461,51 +469,70 @@ impl Ledger {
     /// Marks rows left `running` (by a crashed or killed run) as failed with kind
     /// `interrupted`, with a `failed` history entry under the run that left them. Only a
     /// likely culprit is charged the attempt: the one item in flight, claimed `alone` (the
-    /// pipeline runs every interrupted item alone on its next attempt). Items that were in
-    /// flight beside others get the attempt back: an outside kill (a preempted VM, an OOM
-    /// kill, a deploy) never uses up an innocent item's attempts, while a file that kills
-    /// the process every time is charged on each of its lone retries and gives up after
-    /// `run.max_attempts` of them.
+    /// pipeline runs every interrupted item alone on its next attempt), when its run
+    /// `crashed` (the process died of its own fault: see [`witness`]). A stop from outside
+    /// (SIGKILL, an OOM kill, a preempted VM, power loss) is not the item's doing: it is
+    /// charged only at every [`LONE_STOPS_PER_ATTEMPT`]th such stop that found the item
+    /// alone, so a few outside kills never use up a good item's attempts, while an item whose
+    /// lone retries are stopped again and again (say, a memory bug that gets the process
+    /// OOM-killed) still ends. Items that were in flight beside others get the attempt back.
+    /// A file that crashes the process every time is charged on each of its lone retries and
+    /// gives up after `run.max_attempts` of them.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn recover_running(&mut self) -> Result<Recovered> {
+    pub fn recover_running(&mut self, crashed: impl Fn(i64) -> bool) -> Result<Recovered> {
         let tx = self.conn.transaction()?;
-        let running: Vec<(String, i64, bool)> = {
+        let running: Vec<(String, i64, bool, i64)> = {
             let mut stmt = tx.prepare(
-                "SELECT element, run_id, claimed_alone FROM items WHERE state = 'running'",
+                "SELECT element, run_id, claimed_alone, lone_stops FROM items \
+                 WHERE state = 'running'",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut got = Recovered::default();
-        for (element, run_id, alone) in &running {
-            let (message, refund) = if *alone && running.len() == 1 {
-                got.charged += 1;
-                (
-                    "the run stopped (killed or crashed) while this item was the only one in \
-                     flight: counted as an attempt"
-                        .to_string(),
-                    0,
+        for (element, run_id, alone, lone_stops) in &running {
+            let lone = *alone && running.len() == 1;
+            let crash = lone && crashed(*run_id);
+            let stops = lone_stops + i64::from(lone && !crash);
+            let charge = crash || (lone && stops % LONE_STOPS_PER_ATTEMPT == 0);
+            let message = if crash {
+                "the process crashed while this item was the only one in flight: counted as \
+                 an attempt"
+                    .to_string()
+            } else if lone {
+                format!(
+                    "the run was stopped from outside (no crash recorded) while this item was \
+                     the only one in flight ({stops} such stop(s)): {}",
+                    if charge {
+                        format!("one in {LONE_STOPS_PER_ATTEMPT} counts as an attempt")
+                    } else {
+                        format!(
+                            "not counted as an attempt (one in {LONE_STOPS_PER_ATTEMPT} is); \
+                             retried alone"
+                        )
+                    }
                 )
             } else {
-                got.refunded += 1;
-                (
-                    format!(
-                        "the run stopped (killed or crashed) while {} item(s) were in flight: \
-                         not counted as an attempt; retried alone",
-                        running.len()
-                    ),
-                    1,
+                format!(
+                    "the run stopped (killed or crashed) while {} item(s) were in flight: not \
+                     counted as an attempt; retried alone",
+                    running.len()
                 )
             };
+            if charge {
+                got.charged += 1;
+            } else {
+                got.refunded += 1;
+            }
             tx.execute(
                 &format!(
                     "UPDATE items SET state = 'failed', error_kind = 'interrupted', \
                      error_message = ?2, attempts = MAX(attempts - ?3, 0), claimed_alone = 0, \
-                     updated_at = {NOW} WHERE element = ?1"
+                     lone_stops = ?4, updated_at = {NOW} WHERE element = ?1"
                 ),
-                params![element, message, refund],
+                params![element, message, i64::from(!charge), stops],
             )?;
             Self::history(
                 &tx,
@@ -584,13 +611,13 @@ impl Ledger {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let attempts = match prev {
+        let (attempts, fresh) = match prev {
             Some((h, c, a, state))
                 if !reset && state != "done" && h == input.hash && c == config_hash =>
             {
-                a + 1
+                (a + 1, false)
             }
-            _ => 1,
+            _ => (1, true),
         };
         Self::upsert(
             &tx,
@@ -602,9 +629,11 @@ impl Ledger {
             "running",
             attempts,
         )?;
+        // A fresh count (new input or config, `--force`) forgets the outside stops too.
         tx.execute(
-            "UPDATE items SET claimed_alone = ?2 WHERE element = ?1",
-            params![element, alone],
+            "UPDATE items SET claimed_alone = ?2, \
+             lone_stops = CASE WHEN ?3 THEN 0 ELSE lone_stops END WHERE element = ?1",
+            params![element, alone, fresh],
         )?;
         tx.commit()?;
         Ok(attempts)
@@ -631,7 +660,7 @@ impl Ledger {
             &format!(
                 "UPDATE items SET state = 'done', duration_s = ?2, stage_ms = ?3, outputs = ?4, \
                  models = ?5, error_kind = NULL, error_message = NULL, attempts = 0, \
-                 updated_at = {NOW} WHERE element = ?1"
+                 lone_stops = 0, updated_at = {NOW} WHERE element = ?1"
             ),
             params![element, duration_s, stage, outs, models],
         )?;
@@ -967,7 +996,10 @@ impl Ledger {
         let run_id = tx.last_insert_rowid();
         for (element, kind) in &chosen {
             tx.execute(
-                &format!("UPDATE items SET attempts = 0, updated_at = {NOW} WHERE element = ?1"),
+                &format!(
+                    "UPDATE items SET attempts = 0, lone_stops = 0, updated_at = {NOW} \
+                     WHERE element = ?1"
+                ),
                 [element],
             )?;
             let note = format!("made eligible again by `ledger retry` (was {kind})");
@@ -1087,7 +1119,7 @@ mod tests {
         l.claim(run, "other", "/y", &facts("h9"), "c1", Claim::default())
             .unwrap();
         assert_eq!(
-            l.recover_running().unwrap(),
+            l.recover_running(|_| true).unwrap(),
             Recovered {
                 charged: 0,
                 refunded: 2
@@ -1098,7 +1130,7 @@ mod tests {
             (row.state, row.error_kind.as_deref(), row.attempts),
             (ItemState::Failed, Some("interrupted"), 1)
         );
-        // Retried alone and interrupted again: now it is charged.
+        // Retried alone and crashed: now it is charged.
         assert_eq!(
             l.claim(
                 run,
@@ -1115,7 +1147,7 @@ mod tests {
             2
         );
         assert_eq!(
-            l.recover_running().unwrap(),
+            l.recover_running(|r| r == run).unwrap(),
             Recovered {
                 charged: 1,
                 refunded: 0
@@ -1142,5 +1174,50 @@ mod tests {
             .unwrap();
         // failed (corrupt), interrupted twice (e and other), interrupted (e), done.
         assert_eq!(hist, 5);
+    }
+
+    /// A stop from outside (no crash witnessed) that finds an item alone is charged only
+    /// one time in LONE_STOPS_PER_ATTEMPT; a witnessed crash always is; a fresh count forgets
+    /// the stops.
+    #[test]
+    fn outside_stops_of_a_lone_item_are_charged_one_time_in_three() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("test", "c1").unwrap();
+        let alone = Claim {
+            reset: false,
+            alone: true,
+        };
+        let mut attempts = Vec::new();
+        for _ in 0..2 * LONE_STOPS_PER_ATTEMPT {
+            l.claim(run, "e", "/x", &facts("h1"), "c1", alone).unwrap();
+            l.recover_running(|_| false).unwrap();
+            attempts.push(l.get("e").unwrap().unwrap().attempts);
+        }
+        assert_eq!(attempts, vec![0, 0, 1, 1, 1, 2]);
+        let row = l.get("e").unwrap().unwrap();
+        assert!(
+            row.error_message
+                .as_deref()
+                .unwrap()
+                .contains("stopped from outside (no crash"),
+            "{:?}",
+            row.error_message
+        );
+        // A witnessed crash is charged at once.
+        l.claim(run, "e", "/x", &facts("h1"), "c1", alone).unwrap();
+        assert_eq!(
+            l.recover_running(|_| true).unwrap(),
+            Recovered {
+                charged: 1,
+                refunded: 0
+            }
+        );
+        assert_eq!(l.get("e").unwrap().unwrap().attempts, 3);
+        // A new input starts the count over, outside stops included.
+        l.claim(run, "e", "/x", &facts("h2"), "c1", alone).unwrap();
+        l.recover_running(|_| false).unwrap();
+        l.claim(run, "e", "/x", &facts("h2"), "c1", alone).unwrap();
+        l.recover_running(|_| false).unwrap();
+        assert_eq!(l.get("e").unwrap().unwrap().attempts, 0);
     }
 }

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::item::{InputFacts, ItemRef, Outcome};
-use crate::ledger::{Claim, ItemState, Ledger, Noted, RunCounts};
+use crate::ledger::{witness, Claim, ItemState, Ledger, Noted, RunCounts};
 use crate::stage::decode::AudioStream;
 use crate::stage::exec::ExecStage;
 use crate::stage::features::{FeatureError, FeatureStage};
@@ -52,6 +52,9 @@ pub struct Engine {
     run_id: i64,
     /// Held for reading by every item in flight, for writing by an item that must run alone.
     isolation: RwLock<()>,
+    /// This run's crash witness: removed when the engine closes or drops (any end but a
+    /// crash), written by a crash (see `Ledger::recover_running`).
+    _witness: witness::Witness,
 }
 
 /// Where an engine writes and what it was started with.
@@ -102,24 +105,34 @@ impl Engine {
             crate::config::CheckExisting::Off => false,
         };
         let mut ledger = Ledger::open(&opts.ledger)?;
-        let recovered = ledger.recover_running()?;
+        let recovered = ledger.recover_running(|run| witness::crashed(&opts.ledger, run))?;
+        witness::clear_earlier(&opts.ledger);
         if recovered.charged + recovered.refunded > 0 {
             tracing::warn!(
                 "{} item(s) left running by an earlier run that stopped were marked failed \
-                 (interrupted) and will be retried, each alone ({} charged an attempt: it \
-                 was the only one in flight)",
+                 (interrupted) and will be retried, each alone ({} charged an attempt: the \
+                 only one in flight when the process crashed, or at one in {} stops from \
+                 outside that found it alone)",
                 recovered.charged + recovered.refunded,
-                recovered.charged
+                recovered.charged,
+                crate::ledger::LONE_STOPS_PER_ATTEMPT
             );
         }
         let config_hash = config_hash(&cfg, &exec, &infer);
         let run_id = ledger.begin_run(&opts.command, &config_hash)?;
+        let witness = witness::arm(&opts.ledger, run_id).with_context(|| {
+            format!(
+                "crash witness {}",
+                witness::path(&opts.ledger, run_id).display()
+            )
+        })?;
         let checkpointer = ledger.checkpoint_in_background(&opts.ledger, CHECKPOINT_EVERY)?;
         Ok(Engine {
             config_hash,
             force: opts.force,
             ledger: Mutex::new(ledger),
             _checkpointer: checkpointer,
+            _witness: witness,
             sink,
             features: FeatureStage::new(&cfg.features),
             cfg,

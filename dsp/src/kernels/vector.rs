@@ -196,6 +196,11 @@ pub(crate) unsafe fn dense_rows<V: Simd>(
 /// block of `w` frames stored as `n_in` rows of `w` (in L1), into `count` columns of a
 /// band-major output. Outputs in groups of 8 (eight independent FMA chains sharing each load
 /// of `x`), then 4, then 1.
+///
+/// # Safety
+/// Whole vectors are loaded: `count` rounded up to `LANES` must not exceed `w` (the public
+/// wrapper asks for `w` a multiple of 16; [`dense_rows`] passes whole vectors only), `x`
+/// holds `n_in` rows `w` apart, and `out` holds `(n_out - 1) * out_stride + count` values.
 #[inline(always)]
 pub(crate) unsafe fn dense_block<V: Simd>(
     m: &[f32],
@@ -207,6 +212,8 @@ pub(crate) unsafe fn dense_block<V: Simd>(
     count: usize,
 ) {
     let l = V::LANES;
+    const { assert!(V::LANES <= 16, "dense_group's staging holds 16 lanes") };
+    debug_assert!(count.next_multiple_of(l) <= w && x.len() >= n_in * w);
     let n_out = m.len() / n_in.max(1);
     let (mp, xp, op) = (m.as_ptr(), x.as_ptr(), out.as_mut_ptr());
     let mut c = 0;
