@@ -2,12 +2,18 @@
 //!
 //! While a run is in progress it holds an empty file beside the ledger,
 //! `<ledger>-crash-<run id>`. A fatal signal of the process's own making (`abort`, a
-//! segmentation fault, a bus error, an illegal instruction, an arithmetic trap) writes
-//! `crashed` into it from the signal handler before the process dies; a clean end removes
-//! it. At the next start, [`Ledger::recover_running`](super::Ledger::recover_running) reads
-//! the file of the run that left rows `running`: written means the process crashed (a
-//! likely culprit is charged), empty or absent means it was stopped from outside (SIGKILL,
-//! an OOM kill, power loss), which the item in flight did not cause.
+//! segmentation fault, a bus error, an illegal instruction, an arithmetic trap: raised by
+//! the process itself or by the CPU, never one sent by another process such as systemd's
+//! watchdog SIGABRT) writes `crashed` into it from the signal handler before the process
+//! dies; a clean end removes it, and a kill leaves it empty. At the next start,
+//! [`Ledger::recover_running`](super::Ledger::recover_running) reads the file of the run that
+//! left rows `running`: written means the process crashed (a likely culprit is charged),
+//! empty or absent means it was stopped from outside (SIGKILL, an OOM kill, power loss),
+//! which the item in flight did not cause.
+//!
+//! One witness is armed at a time per process (one engine per process). Not seen: a stack
+//! overflow on a thread that std did not start (no alternate signal stack: the default
+//! action kills the process first), which then counts as a stop from outside.
 
 use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
@@ -77,6 +83,7 @@ pub fn clear_earlier(ledger: &Path) {
 #[derive(Debug)]
 pub struct Witness {
     path: PathBuf,
+    fd: libc::c_int,
 }
 
 /// Creates run `run_id`'s empty witness file and installs the handlers (once per process).
@@ -90,66 +97,69 @@ pub fn arm(ledger: &Path, run_id: i64) -> std::io::Result<Witness> {
         .create(true)
         .truncate(true)
         .open(&path)?;
-    let old = FD.swap(file.into_raw_fd(), Ordering::SeqCst);
-    if old >= 0 {
-        // Safety: `old` came from `into_raw_fd` and nothing else closes it.
-        unsafe { libc::close(old) };
-    }
+    let fd = file.into_raw_fd();
+    FD.store(fd, Ordering::SeqCst);
     INSTALL.call_once(install);
-    Ok(Witness { path })
+    Ok(Witness { path, fd })
 }
 
 impl Drop for Witness {
+    /// Disarms (when this witness is still the armed one) and removes the file. The
+    /// descriptor stays open: a handler that loaded it a moment before may still write, and
+    /// must reach the unlinked file, never a descriptor number reused for another file (the
+    /// ledger, say). One descriptor per run.
     fn drop(&mut self) {
-        let fd = FD.swap(-1, Ordering::SeqCst);
-        if fd >= 0 {
-            // Safety: `fd` came from `into_raw_fd` and nothing else closes it.
-            unsafe { libc::close(fd) };
-        }
+        let _ = FD.compare_exchange(self.fd, -1, Ordering::SeqCst, Ordering::SeqCst);
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
 fn install() {
     for (i, &sig) in FATAL.iter().enumerate() {
-        // Safety: a plain sigaction with an async-signal-safe handler; PREVIOUS[i] is written
-        // here, once (`Once`), before the handler can read it.
+        // Safety: plain sigaction calls with an async-signal-safe handler; PREVIOUS[i] is
+        // written here, once (`Once`), before the handler is installed, so a signal arriving
+        // meanwhile meets the previous action, not a half-saved one.
         unsafe {
+            let previous = &raw mut PREVIOUS;
+            let slot = (*previous)[i].as_mut_ptr();
+            if libc::sigaction(sig, std::ptr::null(), slot) != 0 {
+                continue;
+            }
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = on_fatal as *const () as libc::sighandler_t;
             // On the alternate stack std sets up for stack overflows, when there is one.
             act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             libc::sigemptyset(&mut act.sa_mask);
-            let previous = &raw mut PREVIOUS;
-            let slot = (*previous)[i].as_mut_ptr();
-            if libc::sigaction(sig, &act, slot) != 0 {
-                // Not installed: keep the slot meaningful (the default action).
-                *slot = std::mem::zeroed();
-            }
+            libc::sigaction(sig, &act, std::ptr::null_mut());
         }
     }
 }
 
-/// Writes the witness, restores the action it replaced (std's stack-overflow report, or the
-/// default) and lets the signal go on: a fault re-executes and meets that action; an
-/// `abort` (or any raised signal) is raised again and delivered when this returns.
-extern "C" fn on_fatal(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // Only async-signal-safe calls here: pwrite, sigaction, raise.
-    let fd = FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        // Safety: writing a static buffer to a descriptor this module owns.
-        unsafe { libc::pwrite(fd, CRASHED.as_ptr().cast(), CRASHED.len(), 0) };
-    }
-    let Some(i) = FATAL.iter().position(|&s| s == sig) else {
-        return;
-    };
-    // Safety: PREVIOUS[i] was written by `install` before this handler was installed.
+/// Writes the witness when the signal is the process's own (a CPU fault, `si_code > 0`, or
+/// sent by this process: `abort`, `raise`), restores the action it replaced (std's
+/// stack-overflow report, or the default) and lets the signal go on: a fault re-executes and
+/// meets that action; a sent signal is raised again and delivered when this returns.
+extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only async-signal-safe calls here: getpid, pwrite, sigaction, raise; errno kept.
+    // Safety: the kernel hands a valid siginfo to an SA_SIGINFO handler; errno is this
+    // thread's; PREVIOUS[i] was written by `install` before this handler was installed.
     unsafe {
-        let previous = &raw const PREVIOUS;
-        libc::sigaction(sig, (*previous)[i].as_ptr(), std::ptr::null_mut());
-        if sig == libc::SIGABRT {
-            libc::raise(sig);
+        let errno = *libc::__errno_location();
+        let code = if info.is_null() { 0 } else { (*info).si_code };
+        let fault = code > 0;
+        let own = fault || (!info.is_null() && (*info).si_pid() == libc::getpid());
+        let fd = FD.load(Ordering::SeqCst);
+        if own && fd >= 0 {
+            libc::pwrite(fd, CRASHED.as_ptr().cast(), CRASHED.len(), 0);
         }
+        if let Some(i) = FATAL.iter().position(|&s| s == sig) {
+            let previous = &raw const PREVIOUS;
+            libc::sigaction(sig, (*previous)[i].as_ptr(), std::ptr::null_mut());
+            if !fault {
+                libc::raise(sig);
+            }
+        }
+        *libc::__errno_location() = errno;
     }
 }
 

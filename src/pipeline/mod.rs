@@ -52,8 +52,8 @@ pub struct Engine {
     run_id: i64,
     /// Held for reading by every item in flight, for writing by an item that must run alone.
     isolation: RwLock<()>,
-    /// This run's crash witness: removed when the engine closes or drops (any end but a
-    /// crash), written by a crash (see `Ledger::recover_running`).
+    /// This run's crash witness: removed when the engine closes or drops, written by a crash,
+    /// left empty by a kill (see `Ledger::recover_running`).
     _witness: witness::Witness,
 }
 

@@ -104,7 +104,16 @@ fn verify(out: &Path, ledger: &Path, elements: &[String]) {
             }
             continue;
         }
-        assert!(name.starts_with("klio-ledger.sqlite"), "stray file {name}");
+        // The ledger and SQLite's WAL files; no crash witness outlives a clean run.
+        assert!(
+            [
+                "klio-ledger.sqlite",
+                "klio-ledger.sqlite-wal",
+                "klio-ledger.sqlite-shm"
+            ]
+            .contains(&name.as_str()),
+            "stray file {name}"
+        );
     }
 }
 
@@ -151,6 +160,65 @@ fn process_survives_random_sigkills() {
     assert_eq!(wait_exit(&mut p, Duration::from_secs(120), &log), 0);
     verify(&out, &ledger, &elements);
     eprintln!("process: {killed} kills, {rounds} rounds finished between kills, all verified");
+}
+
+/// The crash witness tells the process's own abort from a SIGABRT sent from outside
+/// (systemd's watchdog sends one): the abort writes it, the outside signal leaves it empty.
+#[test]
+fn the_crash_witness_is_written_by_an_own_abort_not_by_a_signal_from_outside() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    corpus(&dir.join("in"), 8);
+    write_wav(&dir.join("in").join("c004-poison.wav"), 1.0, 16000, 99);
+    let cfg = config(dir, "");
+    let args = [
+        "process", "--config", &cfg, "--out", "out", "-j", "1", "-q", "in",
+    ];
+    let witness = || -> Option<PathBuf> {
+        std::fs::read_dir(dir.join("out"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("klio-ledger.sqlite-crash-"))
+            })
+    };
+    // From outside, once the run is under way (its witness armed).
+    let log = dir.join("outside.log");
+    let mut p = spawn(dir, &args, &[], &log);
+    let t = std::time::Instant::now();
+    while witness().is_none() {
+        assert!(
+            p.try_wait().unwrap().is_none(),
+            "the run ended before its witness was seen"
+        );
+        assert!(t.elapsed() < Duration::from_secs(60), "no witness");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Safety: signalling our own child.
+    assert_eq!(unsafe { libc::kill(p.id() as i32, libc::SIGABRT) }, 0);
+    let status = p.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "the outside SIGABRT killed it"
+    );
+    let w = witness().expect("a killed run leaves its witness for the next run");
+    assert_eq!(
+        std::fs::metadata(&w).unwrap().len(),
+        0,
+        "a SIGABRT from outside is not a crash"
+    );
+    // The process's own abort (the test hook on the poison file), in a fresh output folder.
+    std::fs::remove_dir_all(dir.join("out")).unwrap();
+    let log = dir.join("own.log");
+    let mut p = spawn(dir, &args, &[("KLIO_EDGE_TEST_ABORT_ON", "poison")], &log);
+    let status = p.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "it aborted");
+    let w = witness().expect("a crashed run leaves its witness");
+    assert_eq!(std::fs::read_to_string(&w).unwrap(), "crashed\n");
 }
 
 #[test]
