@@ -657,30 +657,21 @@ impl Finalizer {
         }
     }
 
-    /// [`Self::finish_band_major`] of a pending plane the caller gives up: log-mel and
-    /// Whisper are finished in it and it is returned; MFCC's dB values are computed in it and
-    /// the DCT goes into a new array (in huge pages). No copy of the plane.
+    /// [`Self::finish_band_major`] of a pending plane the caller gives up, for the
+    /// elementwise features (log-mel, Whisper): finished in place and returned, no copy. MFCC
+    /// changes the shape: [`Self::finish_blocks`].
     ///
     /// # Panics
-    /// As [`Self::finish_band_major`].
+    /// If `feature` is not deferred and elementwise, or the length does not agree.
     pub fn finish_band_major_owned(
         &self,
         feature: Feature,
         mut pending: Vec<f32>,
         cols: usize,
     ) -> Vec<f32> {
-        assert!(self.is_deferred(feature), "{feature:?} is not deferred");
         assert_eq!(pending.len(), self.pending_dim() * cols);
-        if self.is_elementwise(feature) {
-            self.finish_in_place(feature, &mut pending);
-            pending
-        } else {
-            let dct = self.plan.dct.as_ref().expect("mfcc has a DCT plan");
-            self.log_mel_in_place(&mut pending);
-            let mut out = crate::memory::zeroed(self.dim(feature) * cols);
-            dct.process_band_major(&pending, cols, &mut out);
-            out
-        }
+        self.finish_in_place(feature, &mut pending);
+        pending
     }
 
     /// Turns the pending mel frames in `blocks` into the deferred `feature`, `dim` rows of

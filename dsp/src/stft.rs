@@ -363,14 +363,18 @@ impl Framer {
             &mut self.next_frame,
             &mut on_group,
         );
-        // Keep what the next frame needs, and `pad + 1` trailing samples for reflect padding
-        // (`samples.len() > prefix >= n_fft > pad`, so both lie in the block).
-        let end = block_start + samples.len() as u64;
-        let keep_from = (self.next_frame * hop as u64).min(end - (self.pad() as u64 + 1));
+        // `samples.len() > prefix >= n_fft > pad`: what is kept lies in the block.
+        let keep_from = self.keep_from(block_start + samples.len() as u64);
         self.buf.clear();
         self.buf
             .extend_from_slice(&samples[(keep_from - block_start) as usize..]);
         self.buf_start = keep_from;
+    }
+
+    /// The first padded position to keep when the signal so far ends at `end`: what the next
+    /// frame needs, and `pad + 1` trailing samples for reflect padding at the end.
+    fn keep_from(&self, end: u64) -> u64 {
+        (self.next_frame * self.hop as u64).min(end.saturating_sub(self.pad() as u64 + 1))
     }
 
     fn emit_left_pad(&mut self) {
@@ -399,9 +403,7 @@ impl Framer {
             &mut self.next_frame,
             on_group,
         );
-        // Keep what the next frame needs, and `pad + 1` trailing samples for reflect padding.
-        let keep_from = (self.next_frame * self.hop as u64)
-            .min((self.buf_start + self.buf.len() as u64).saturating_sub(self.pad() as u64 + 1));
+        let keep_from = self.keep_from(self.buf_start + self.buf.len() as u64);
         if keep_from > self.buf_start {
             let drop = ((keep_from - self.buf_start) as usize).min(self.buf.len());
             if drop >= self.n_fft.max(4096) || drop == self.buf.len() {

@@ -502,17 +502,15 @@ impl Ledger {
                  an attempt"
                     .to_string()
             } else if lone {
+                let verdict = if charge {
+                    "counted as an attempt"
+                } else {
+                    "not counted as an attempt; retried alone"
+                };
                 format!(
                     "the run was stopped from outside (no crash recorded) while this item was \
-                     the only one in flight ({stops} such stop(s)): {}",
-                    if charge {
-                        format!("one in {LONE_STOPS_PER_ATTEMPT} counts as an attempt")
-                    } else {
-                        format!(
-                            "not counted as an attempt (one in {LONE_STOPS_PER_ATTEMPT} is); \
-                             retried alone"
-                        )
-                    }
+                     the only one in flight ({stops} such stop(s), one in \
+                     {LONE_STOPS_PER_ATTEMPT} counts): {verdict}"
                 )
             } else {
                 format!(

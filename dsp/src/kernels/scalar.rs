@@ -133,15 +133,8 @@ pub fn dense_block(
     }
 }
 
-/// `out[o * cols + t] = sum_i m[o * n_in + i] * x[i * cols + t]`.
+/// `out[o * cols + t] = sum_i m[o * n_in + i] * x[i * cols + t]`: [`dense_block`] over every
+/// column.
 pub fn dense_rows(m: &[f32], n_in: usize, x: &[f32], cols: usize, out: &mut [f32]) {
-    for (o, w) in m.chunks_exact(n_in).enumerate() {
-        let dst = &mut out[o * cols..(o + 1) * cols];
-        dst.fill(0.0);
-        for (i, &wi) in w.iter().enumerate() {
-            for (d, v) in dst.iter_mut().zip(&x[i * cols..(i + 1) * cols]) {
-                *d = wi.mul_add(*v, *d);
-            }
-        }
-    }
+    dense_block(m, n_in, x, cols, out, cols, cols);
 }

@@ -177,18 +177,19 @@ pub(crate) unsafe fn dense_rows<V: Simd>(
     cols: usize,
     out: &mut [f32],
 ) {
-    // Whole vectors of columns as blocks whose row stride is `cols`; the rest one by one.
+    // Whole vectors of columns as blocks whose row stride is `cols`; the rest scalar.
     let full = cols / V::LANES * V::LANES;
     dense_block::<V>(m, n_in, x, cols, out, cols, full);
-    let (mp, xp, op) = (m.as_ptr(), x.as_ptr(), out.as_mut_ptr());
-    for t in full..cols {
-        for o in 0..m.len() / n_in.max(1) {
-            let mut acc = 0.0f32;
-            for i in 0..n_in {
-                acc = (*mp.add(o * n_in + i)).mul_add(*xp.add(i * cols + t), acc);
-            }
-            *op.add(o * cols + t) = acc;
-        }
+    if full < cols {
+        scalar::dense_block(
+            m,
+            n_in,
+            &x[full..],
+            cols,
+            &mut out[full..],
+            cols,
+            cols - full,
+        );
     }
 }
 
